@@ -1,0 +1,43 @@
+"""Bijections: NumPyro transforms whose parameters are pytree leaves.
+
+The contract every bijection keeps is written once, in :mod:`numpyro_flows.bijections.base`.
+A bijection is a *transformer* (:class:`Affine`, :class:`RationalQuadraticSpline`) placed
+in a *structure* (:class:`MaskedAutoregressive`, :class:`Coupling`, :class:`Elementwise`)
+with a *conditioner* from :mod:`numpyro_flows.nn`; the remaining families (planar,
+radial, ActNorm, LU linear, permutations, batch norm) stand on their own.
+"""
+
+from numpyro_flows.bijections.actnorm import ActNorm
+from numpyro_flows.bijections.affine import Affine
+from numpyro_flows.bijections.autoregressive import MaskedAutoregressive
+from numpyro_flows.bijections.base import Bijection, Chain, Invert, Permuted, Scan
+from numpyro_flows.bijections.batchnorm import BatchNorm
+from numpyro_flows.bijections.coupling import Coupling
+from numpyro_flows.bijections.elementwise import Elementwise
+from numpyro_flows.bijections.lu import LULinear
+from numpyro_flows.bijections.permute import Permute, Reverse
+from numpyro_flows.bijections.planar import Planar
+from numpyro_flows.bijections.radial import Radial
+from numpyro_flows.bijections.spline import RationalQuadraticSpline
+from numpyro_flows.bijections.transformer import bounded_log_scale
+
+__all__ = [
+    "ActNorm",
+    "Affine",
+    "BatchNorm",
+    "Bijection",
+    "Chain",
+    "Coupling",
+    "Elementwise",
+    "Invert",
+    "LULinear",
+    "MaskedAutoregressive",
+    "Permute",
+    "Permuted",
+    "Planar",
+    "Radial",
+    "RationalQuadraticSpline",
+    "Reverse",
+    "Scan",
+    "bounded_log_scale",
+]

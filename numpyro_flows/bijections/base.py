@@ -1,0 +1,261 @@
+"""The bijection contract, and the combinators every family is built from.
+
+Every bijection in ``numpyro_flows`` is a :class:`numpyro.distributions.transforms.Transform`
+on vectors (``domain = codomain = real_vector``, one event axis) and keeps this contract:
+
+* **Two methods.** ``forward_and_log_det(x) -> (y, log|det J(x)|)`` and
+  ``inverse_and_log_det(y) -> (x, log|det J^{-1}(y)|)``. NumPyro's ``__call__``,
+  ``_inverse``, ``call_with_intermediates`` and ``log_abs_det_jacobian`` are derived from
+  them (the intermediates of a forward call are its log-det, so a guide never pays for a
+  second pass).
+* **Shapes.** ``x`` is ``(..., D)``; leading axes are batch axes and broadcast against
+  batch axes of a context. The log-det has the batch shape (summed over the event axis).
+* **Pytree.** Parameters (and contexts, permutations) are leaves, listed in the class
+  attribute ``children``; architecture (a transformer, a network config) is static aux
+  data, listed in ``static``, and must be hashable. Passing a bijection with new
+  parameter values through ``jax.jit`` therefore does not retrace.
+* **dtype.** Output dtype equals input dtype: parameters are cast to the input dtype, so
+  float32 inputs stay float32 even when x64 is enabled and parameters are float64.
+* **Numerics.** Scales are bounded smoothly; conditioner networks see ``asinh(x)``
+  (:func:`conditioner_input`) so their outputs stay moderate far in the tails; masked
+  branches never produce NaN gradients; log-dets come from diagonals or ``slogdet``.
+* **Identity at init.** Fresh parameters give the identity (or a map near it).
+* **Direction.** ``forward`` maps the base space to the target space (the sampling
+  direction of a guide). Autoregressive layers are parallel in this direction (IAF);
+  :class:`Invert` gives the MAF orientation.
+
+:func:`numpyro_flows.testing.check_transform` asserts all of this for any transform.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import Transform
+
+
+class Bijection(Transform):
+    """Base class: subclasses set ``children``/``static`` and implement the two methods."""
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    children: ClassVar[tuple[str, ...]] = ()
+    static: ClassVar[tuple[str, ...]] = ()
+
+    def forward_and_log_det(self, x):
+        """Returns ``(y, log|det dy/dx|)`` with the log-det of batch shape."""
+        raise NotImplementedError
+
+    def inverse_and_log_det(self, y):
+        """Returns ``(x, log|det dx/dy|)`` with the log-det of batch shape."""
+        raise NotImplementedError
+
+    # NumPyro's Transform protocol, derived from the two methods above.
+    def __call__(self, x):
+        return self.forward_and_log_det(x)[0]
+
+    def call_with_intermediates(self, x):
+        return self.forward_and_log_det(x)
+
+    def _inverse(self, y):
+        return self.inverse_and_log_det(y)[0]
+
+    def log_abs_det_jacobian(self, x, y, intermediates=None):
+        if intermediates is not None:
+            return intermediates
+        return self.forward_and_log_det(x)[1]
+
+    @property
+    def inv(self) -> Transform:
+        return Invert(self)
+
+    def tree_flatten(self):
+        return (
+            tuple(getattr(self, name) for name in self.children),
+            tuple(getattr(self, name) for name in self.static),
+        )
+
+    @classmethod
+    def tree_unflatten(cls, aux_data, children):
+        self = cls.__new__(cls)
+        for name, value in zip(cls.static, aux_data):
+            setattr(self, name, value)
+        for name, value in zip(cls.children, children):
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.static)
+        return f"{type(self).__name__}({fields})"
+
+
+class Invert(Bijection):
+    """Swaps the two directions of a bijection (e.g. IAF layer -> MAF layer).
+
+    Unlike NumPyro's ``_InverseTransform``, the log-det without intermediates is taken on
+    the wrapped bijection's input side, so a MAF's density stays a single parallel pass.
+    """
+
+    children = ("bijection",)
+
+    def __init__(self, bijection: Transform):
+        self.bijection = bijection
+
+    def forward_and_log_det(self, x):
+        return _inverse_and_log_det(self.bijection, x)
+
+    def inverse_and_log_det(self, y):
+        return _forward_and_log_det(self.bijection, y)
+
+    def log_abs_det_jacobian(self, x, y, intermediates=None):
+        if intermediates is not None:
+            return intermediates
+        return -self.bijection.log_abs_det_jacobian(y, x)
+
+    @property
+    def inv(self) -> Transform:
+        return self.bijection
+
+    def forward_shape(self, shape):
+        return self.bijection.inverse_shape(shape)
+
+    def inverse_shape(self, shape):
+        return self.bijection.forward_shape(shape)
+
+    def __repr__(self):
+        return f"Invert({self.bijection!r})"
+
+
+class Chain(Bijection):
+    """Applies bijections in order: ``Chain([f, g])(x) == g(f(x))``."""
+
+    children = ("bijections",)
+
+    def __init__(self, bijections):
+        self.bijections = tuple(bijections)
+
+    def forward_and_log_det(self, x):
+        total = 0.0
+        for b in self.bijections:
+            x, log_det = _forward_and_log_det(b, x)
+            total = total + log_det
+        return x, _like(total, x)
+
+    def inverse_and_log_det(self, y):
+        total = 0.0
+        for b in reversed(self.bijections):
+            y, log_det = _inverse_and_log_det(b, y)
+            total = total + log_det
+        return y, _like(total, y)
+
+    def __repr__(self):
+        return f"Chain({list(self.bijections)!r})"
+
+
+class Scan(Bijection):
+    """``L`` layers of one architecture, run with :func:`jax.lax.scan`.
+
+    ``layers`` is a single bijection whose leaves carry a leading axis of size ``L``
+    (layer ``i`` is ``jax.tree.map(lambda a: a[i], layers)``). The loop body is traced once,
+    so compile time does not grow with depth.
+    """
+
+    children = ("layers",)
+
+    def __init__(self, layers: Bijection):
+        self.layers = layers
+
+    @property
+    def num_layers(self) -> int:
+        return jax.tree.leaves(self.layers)[0].shape[0]
+
+    def layer(self, i: int) -> Bijection:
+        """Layer ``i`` as a bijection of its own."""
+        return jax.tree.map(lambda a: a[i], self.layers)
+
+    def _run(self, x, reverse: bool):
+        def step(layer, v):
+            return layer.inverse_and_log_det(v) if reverse else layer.forward_and_log_det(v)
+
+        # The carry must keep its shape: broadcast x against the batch shape of one layer
+        # (a context may have more batch axes than x).
+        out = jax.eval_shape(step, self.layer(0), x)
+        x = jnp.broadcast_to(x, out[0].shape)
+
+        def body(carry, layer):
+            v, total = carry
+            v, log_det = step(layer, v)
+            return (v, total + log_det), None
+
+        init = (x, jnp.zeros(out[1].shape, jnp.result_type(x)))
+        (x, total), _ = jax.lax.scan(body, init, self.layers, reverse=reverse)
+        return x, total
+
+    def forward_and_log_det(self, x):
+        return self._run(x, reverse=False)
+
+    def inverse_and_log_det(self, y):
+        return self._run(y, reverse=True)
+
+    def __repr__(self):
+        return f"Scan({self.num_layers} x {self.layer(0)!r})"
+
+
+class Permuted(Bijection):
+    """Conjugates a bijection by a permutation: ``y = P^T f(P x)``.
+
+    Used to vary the variable order of autoregressive and coupling layers from layer to
+    layer. Unlike interleaving plain permutations, the stack stays the identity at init.
+    """
+
+    children = ("bijection", "permutation", "inverse_permutation")
+
+    def __init__(self, bijection: Transform, permutation):
+        self.bijection = bijection
+        self.permutation = jnp.asarray(permutation)
+        self.inverse_permutation = jnp.argsort(self.permutation)
+
+    def forward_and_log_det(self, x):
+        y, log_det = _forward_and_log_det(self.bijection, jnp.take(x, self.permutation, -1))
+        return jnp.take(y, self.inverse_permutation, -1), log_det
+
+    def inverse_and_log_det(self, y):
+        x, log_det = _inverse_and_log_det(self.bijection, jnp.take(y, self.permutation, -1))
+        return jnp.take(x, self.inverse_permutation, -1), log_det
+
+    def __repr__(self):
+        return f"Permuted({self.bijection!r})"
+
+
+def conditioner_input(x):
+    """What a conditioner network sees of its input: ``asinh(x)``.
+
+    Close to ``x`` near zero and growing like ``log|x|`` in the tails, so conditioner
+    outputs (shifts, log-scales, spline knots) stay moderate for inputs far out in the
+    tails (|x| = 1e4): values, gradients and the inverse stay finite and well-conditioned.
+    """
+    return jnp.arcsinh(x)
+
+
+def _forward_and_log_det(t: Transform, x):
+    """``(y, log_det)`` for our bijections and for any NumPyro transform."""
+    if isinstance(t, Bijection):
+        return t.forward_and_log_det(x)
+    y, inter = t.call_with_intermediates(x)
+    return y, t.log_abs_det_jacobian(x, y, inter)
+
+
+def _inverse_and_log_det(t: Transform, y):
+    if isinstance(t, Bijection):
+        return t.inverse_and_log_det(y)
+    x = t.inv(y)
+    return x, -t.log_abs_det_jacobian(x, y)
+
+
+def _like(log_det, x):
+    """A log-det with (at least) the batch shape and the dtype of ``x``."""
+    dtype = jnp.result_type(x)
+    return jnp.asarray(log_det, dtype) + jnp.zeros(jnp.shape(x)[:-1], dtype)

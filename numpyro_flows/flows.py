@@ -1,0 +1,249 @@
+"""Flow factories: ``iaf``, ``maf``, ``realnvp``, ``neural_spline``, ``planar``, ``radial``,
+``glow``.
+
+Each factory is callable with no arguments and returns a :class:`Flow`::
+
+    flow = neural_spline()
+    params = flow.init(jax.random.key(0), dim=5)      # a pytree of arrays
+    t = flow.transform(params)                        # a NumPyro Transform, base -> target
+    y, log_det = t.forward_and_log_det(x)
+
+Identical layers are stacked and run under :func:`jax.lax.scan` (compile time does not
+grow with depth), and every fresh flow is the identity map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from numpyro_flows.bijections import Affine, Bijection, RationalQuadraticSpline
+from numpyro_flows.layers import (
+    ActNormLayer,
+    AutoregressiveLayer,
+    CouplingLayer,
+    InvertLayer,
+    Layer,
+    LULinearLayer,
+    PlanarLayer,
+    RadialLayer,
+    Repeat,
+    Sequential,
+)
+
+Hidden = Sequence[int] | None
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A normalizing flow architecture: parameters in, a NumPyro ``Transform`` out.
+
+    Args:
+        layer: the root :class:`~numpyro_flows.layers.Layer` (usually a ``Repeat``).
+        name: a short name, used in reprs and saved guide configs.
+    """
+
+    layer: Layer
+    name: str = "flow"
+
+    def init(self, rng_key, dim: int, context_dim: int = 0, dtype=None):
+        """Fresh parameters (a pytree of arrays) for events of size ``dim``.
+
+        Args:
+            rng_key: a JAX PRNG key.
+            dim: event size ``D``.
+            context_dim: size of the context vector of a conditional flow (0: none).
+            dtype: parameter dtype (default: JAX's default float).
+        """
+        if int(dim) != dim or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}.")
+        if int(context_dim) != context_dim or context_dim < 0:
+            raise ValueError(f"context_dim must be a non-negative integer, got {context_dim!r}.")
+        return self.layer.init(rng_key, int(dim), int(context_dim), dtype)
+
+    def init_state(self, dim: int, dtype=None):
+        """Non-trainable state (BatchNorm running statistics); ``None`` if there is none."""
+        return self.layer.init_state(int(dim), dtype)
+
+    def event_size(self, params) -> int:
+        """The event size ``D`` that ``params`` were initialised for."""
+        return self.layer.event_size(params)
+
+    def transform(self, params, context=None, *, state=None, training: bool = False) -> Bijection:
+        """The bijection (base -> target) for ``params`` and an optional ``context``.
+
+        Args:
+            params: from :meth:`init` (or trained).
+            context: ``(..., context_dim)`` for a conditional flow.
+            state: running statistics, for flows with BatchNorm layers.
+            training: BatchNorm layers use batch statistics in the density direction.
+        """
+        if context is not None:
+            context = jnp.asarray(context)
+        return self.layer.build(params, context, state, training)
+
+    def data_init(self, params, data, context=None, state=None):
+        """Data-dependent initialisation (ActNorm): returns new params.
+
+        ``data`` (``(N, D)``, target side) is pushed through the flow towards the base and
+        every ActNorm layer is set to normalise what reaches it.
+        """
+        state = self._state_for(params, state)
+        params, _, _ = self.layer.propagate(params, state, jnp.asarray(data), context, "data_init")
+        return params
+
+    def update_state(self, params, state, data, context=None, momentum: float = 0.1):
+        """Moves BatchNorm running statistics towards the statistics of ``data``."""
+        if state is None:
+            return None
+        _, state, _ = self.layer.propagate(
+            params, state, jnp.asarray(data), context, "update_state", momentum
+        )
+        return state
+
+    def _state_for(self, params, state):
+        if state is None:
+            return self.init_state(self.event_size(params), jnp.result_type(*_leaves(params)))
+        return state
+
+
+def _leaves(tree):
+    return jax.tree.leaves(tree) or [jnp.zeros(())]
+
+
+def _hidden(hidden_dims: Hidden):
+    return None if hidden_dims is None else tuple(int(h) for h in hidden_dims)
+
+
+def iaf(
+    num_flows: int = 3,
+    hidden_dims: Hidden = None,
+    *,
+    skip_connections: bool = False,
+    nonlinearity: str | Callable = "elu",
+    permutation: str | None = "reverse",
+    log_scale_bound: float = 5.0,
+) -> Flow:
+    """Inverse autoregressive flow: affine MADE layers, parallel in the sampling direction.
+
+    Kingma et al. (2016), https://arxiv.org/abs/1606.04934.
+
+    Args:
+        num_flows: number of autoregressive layers.
+        hidden_dims: MADE hidden widths (each ``>= D``); default two layers of
+            ``max(2 D, 16)``.
+        skip_connections: masked linear path from input to output in each MADE.
+        nonlinearity: activation name or callable (NumPyro's ``stax.Elu`` etc. too).
+        permutation: variable order across layers: ``"reverse"``, ``"random"`` or ``None``.
+        log_scale_bound: each layer's log-scale lies in ``(-bound, bound)``.
+    """
+    layer = AutoregressiveLayer(
+        Affine(log_scale_bound), _hidden(hidden_dims), nonlinearity, skip_connections
+    )
+    return Flow(Repeat(layer, num_flows, permutation), "iaf")
+
+
+def maf(
+    num_flows: int = 5,
+    hidden_dims: Hidden = None,
+    *,
+    skip_connections: bool = False,
+    nonlinearity: str | Callable = "elu",
+    permutation: str | None = "reverse",
+    log_scale_bound: float = 5.0,
+) -> Flow:
+    """Masked autoregressive flow: like :func:`iaf`, parallel in the density direction.
+
+    Papamakarios et al. (2017), https://arxiv.org/abs/1705.07057. Sampling is sequential
+    (``D`` network calls per layer); ``log_prob`` of data is one pass.
+    """
+    layer = AutoregressiveLayer(
+        Affine(log_scale_bound), _hidden(hidden_dims), nonlinearity, skip_connections
+    )
+    return Flow(Repeat(InvertLayer(layer), num_flows, permutation), "maf")
+
+
+def realnvp(
+    num_flows: int = 4,
+    hidden_dims: Hidden = None,
+    *,
+    nonlinearity: str | Callable = "elu",
+    log_scale_bound: float = 5.0,
+) -> Flow:
+    """RealNVP: affine coupling layers; both directions are one pass.
+
+    Dinh et al. (2017), https://arxiv.org/abs/1605.08803. Halves alternate between layers.
+    """
+    layer = CouplingLayer(Affine(log_scale_bound), _hidden(hidden_dims), nonlinearity)
+    return Flow(Repeat(layer, num_flows, "reverse"), "realnvp")
+
+
+def neural_spline(
+    num_flows: int = 3,
+    hidden_dims: Hidden = None,
+    *,
+    num_bins: int = 8,
+    bound: float = 5.0,
+    coupling: bool = False,
+    nonlinearity: str | Callable = "elu",
+    permutation: str | None = "reverse",
+) -> Flow:
+    """Neural spline flow: rational-quadratic splines with identity tails.
+
+    Durkan et al. (2019), https://arxiv.org/abs/1906.04032. Autoregressive (parallel in
+    the sampling direction, as an IAF) by default; ``coupling=True`` gives the coupling
+    form (one pass in both directions).
+
+    Args:
+        num_flows: number of spline layers.
+        hidden_dims: conditioner hidden widths; default two layers of ``max(2 D, 16)``.
+        num_bins: spline bins per dimension.
+        bound: the splines act on ``[-bound, bound]`` and are the identity outside.
+        coupling: coupling layers instead of autoregressive ones.
+        nonlinearity: activation name or callable.
+        permutation: variable order across layers (autoregressive form).
+    """
+    spline = RationalQuadraticSpline(num_bins, bound)
+    if coupling:
+        layer = CouplingLayer(spline, _hidden(hidden_dims), nonlinearity)
+        return Flow(Repeat(layer, num_flows, "reverse"), "neural_spline_coupling")
+    layer = AutoregressiveLayer(spline, _hidden(hidden_dims), nonlinearity)
+    return Flow(Repeat(layer, num_flows, permutation), "neural_spline")
+
+
+def planar(num_flows: int = 8) -> Flow:
+    """Planar flow (Rezende and Mohamed 2015, https://arxiv.org/abs/1505.05770)."""
+    return Flow(Repeat(PlanarLayer(), num_flows, None), "planar")
+
+
+def radial(num_flows: int = 8) -> Flow:
+    """Radial flow (Rezende and Mohamed 2015, https://arxiv.org/abs/1505.05770)."""
+    return Flow(Repeat(RadialLayer(), num_flows, None), "radial")
+
+
+def glow(
+    num_flows: int = 4,
+    hidden_dims: Hidden = None,
+    *,
+    nonlinearity: str | Callable = "elu",
+    log_scale_bound: float = 5.0,
+) -> Flow:
+    """Glow-style steps: ActNorm, LU-linear (invertible 1x1) and affine coupling.
+
+    Kingma and Dhariwal (2018), https://arxiv.org/abs/1807.03039. Use
+    ``flow.data_init(params, data)`` to initialise the ActNorm layers from data.
+    """
+    step = Sequential(
+        (
+            ActNormLayer(),
+            LULinearLayer(),
+            CouplingLayer(Affine(log_scale_bound), _hidden(hidden_dims), nonlinearity),
+        )
+    )
+    return Flow(Repeat(step, num_flows, "reverse"), "glow")
+
+
+__all__ = ["Flow", "glow", "iaf", "maf", "neural_spline", "planar", "radial", "realnvp"]

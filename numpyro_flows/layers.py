@@ -1,0 +1,467 @@
+"""Layer specs: how to initialise parameters for a bijection and build it from them.
+
+A layer is a small frozen dataclass (static, hashable architecture) with
+
+* ``init(rng_key, dim, context_dim=0, dtype=None) -> params`` (a pytree of arrays),
+* ``init_state(dim, dtype=None) -> state`` (non-trainable state, ``None`` for most layers),
+* ``build(params, context=None, state=None, training=False) -> Bijection``,
+* ``event_size(params) -> int`` (the ``D`` its parameters were made for),
+* ``propagate(params, state, y, context, op, momentum) -> (params, state, x)``: pushes data
+  ``y`` from the output (target) side to the input side, letting each layer look at the
+  data that reaches it. ``op="data_init"`` sets data-dependent initial parameters
+  (ActNorm); ``op="update_state"`` moves running statistics (BatchNorm).
+
+:class:`Sequential` and :class:`Repeat` compose layers; :class:`Repeat` stacks the
+parameters of identical layers and builds a :class:`~numpyro_flows.bijections.Scan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from numpyro_flows.bijections import (
+    ActNorm,
+    BatchNorm,
+    Chain,
+    Coupling,
+    Elementwise,
+    Invert,
+    LULinear,
+    MaskedAutoregressive,
+    Permuted,
+    Planar,
+    Radial,
+    Scan,
+)
+from numpyro_flows.bijections.batchnorm import batch_statistics
+from numpyro_flows.nn import MADE, MLP, default_hidden_dims
+
+
+class Layer:
+    """Base class of layer specs; see the module docstring for the protocol."""
+
+    def init(self, rng_key, dim: int, context_dim: int = 0, dtype=None) -> Any:
+        raise NotImplementedError
+
+    def init_state(self, dim: int, dtype=None) -> Any:
+        return None
+
+    def build(self, params, context=None, state=None, training: bool = False):
+        raise NotImplementedError
+
+    def event_size(self, params) -> int:
+        raise NotImplementedError
+
+    def propagate(self, params, state, y, context=None, op="data_init", momentum=0.1):
+        x = self.build(params, context, state).inverse_and_log_det(y)[0]
+        return params, state, x
+
+
+def _no_context(layer: Layer, context):
+    if context is not None:
+        raise ValueError(
+            f"{type(layer).__name__} takes no context; initialise the flow with "
+            "context_dim > 0 and use a conditional layer (autoregressive or coupling)."
+        )
+
+
+def _context_dim(params, key="context") -> int:
+    return params[key].shape[-2] if key in params else 0
+
+
+def _check_context(layer: Layer, params, context):
+    if context is not None and not _context_dim(params):
+        raise ValueError(
+            f"A context was given but this {type(layer).__name__} was initialised with "
+            "context_dim=0; pass context_dim to flow.init(rng_key, dim, context_dim)."
+        )
+
+
+@dataclass(frozen=True)
+class AutoregressiveLayer(Layer):
+    """A :class:`~numpyro_flows.bijections.MaskedAutoregressive` bijection with a MADE.
+
+    Args:
+        transformer: the elementwise transformer.
+        hidden_dims: MADE hidden widths; ``None`` gives two layers of ``max(2 D, 16)``.
+        activation, skip_connections, residual: see :class:`~numpyro_flows.nn.MADE`.
+    """
+
+    transformer: Any
+    hidden_dims: tuple[int, ...] | None = None
+    activation: str | Callable = "elu"
+    skip_connections: bool = False
+    residual: bool = False
+
+    def _made(self, dim, hidden_dims, context_dim):
+        return MADE(
+            dim,
+            hidden_dims,
+            self.transformer.num_params,
+            context_dim,
+            self.activation,
+            self.skip_connections,
+            self.residual,
+        )
+
+    def init(self, rng_key, dim, context_dim=0, dtype=None):
+        made = self._made(dim, default_hidden_dims(dim, self.hidden_dims), context_dim)
+        return made.init(rng_key, dtype)
+
+    def event_size(self, params):
+        return params["out"]["b"].shape[-1] // self.transformer.num_params
+
+    def build(self, params, context=None, state=None, training=False):
+        _check_context(self, params, context)
+        hidden = tuple(layer["b"].shape[-1] for layer in params["hidden"])
+        made = self._made(self.event_size(params), hidden, _context_dim(params))
+        return MaskedAutoregressive(self.transformer, made, params, context)
+
+
+@dataclass(frozen=True)
+class CouplingLayer(Layer):
+    """A :class:`~numpyro_flows.bijections.Coupling` bijection with an MLP conditioner.
+
+    The first ``D // 2`` coordinates condition the transformer on the rest.
+
+    Args:
+        transformer: the elementwise transformer.
+        hidden_dims: MLP hidden widths; ``None`` gives two layers of ``max(2 D, 16)``.
+        activation, residual: see :class:`~numpyro_flows.nn.MLP`.
+    """
+
+    transformer: Any
+    hidden_dims: tuple[int, ...] | None = None
+    activation: str | Callable = "elu"
+    residual: bool = False
+
+    def init(self, rng_key, dim, context_dim=0, dtype=None):
+        split = dim // 2
+        mlp = MLP(
+            split,
+            default_hidden_dims(dim, self.hidden_dims),
+            (dim - split) * self.transformer.num_params,
+            context_dim,
+            self.activation,
+            self.residual,
+        )
+        return mlp.init(rng_key, dtype)
+
+    def _in_out(self, params):
+        first = params["hidden"][0]["w"] if params["hidden"] else params["out"]["w"]
+        return first.shape[-2], params["out"]["b"].shape[-1]
+
+    def event_size(self, params):
+        in_dim, out_dim = self._in_out(params)
+        return in_dim + out_dim // self.transformer.num_params
+
+    def build(self, params, context=None, state=None, training=False):
+        _check_context(self, params, context)
+        in_dim, out_dim = self._in_out(params)
+        hidden = tuple(layer["b"].shape[-1] for layer in params["hidden"])
+        mlp = MLP(in_dim, hidden, out_dim, _context_dim(params), self.activation, self.residual)
+        return Coupling(self.transformer, mlp, params, context)
+
+
+@dataclass(frozen=True)
+class ElementwiseLayer(Layer):
+    """A transformer with free per-dimension parameters (starts at the identity)."""
+
+    transformer: Any
+
+    def init(self, rng_key, dim, context_dim=0, dtype=None):
+        return jnp.zeros((dim, self.transformer.num_params), dtype)
+
+    def event_size(self, params):
+        return params.shape[-2]
+
+    def build(self, params, context=None, state=None, training=False):
+        _no_context(self, context)
+        return Elementwise(self.transformer, params)
+
+
+@dataclass(frozen=True)
+class InvertLayer(Layer):
+    """The inverse of another layer (e.g. an autoregressive layer in MAF orientation).
+
+    Data propagation goes through the inverse without refreshing the wrapped layer.
+    """
+
+    layer: Layer
+
+    def init(self, rng_key, dim, context_dim=0, dtype=None):
+        return self.layer.init(rng_key, dim, context_dim, dtype)
+
+    def init_state(self, dim, dtype=None):
+        return self.layer.init_state(dim, dtype)
+
+    def event_size(self, params):
+        return self.layer.event_size(params)
+
+    def build(self, params, context=None, state=None, training=False):
+        return Invert(self.layer.build(params, context, state, training))
+
+
+@dataclass(frozen=True)
+class ActNormLayer(Layer):
+    """:class:`~numpyro_flows.bijections.ActNorm`; identity until data-initialised."""
+
+    def init(self, rng_key, dim, context_dim=0, dtype=None):
+        return {"loc": jnp.zeros(dim, dtype), "raw_log_scale": jnp.zeros(dim, dtype)}
+
+    def event_size(self, params):
+        return params["loc"].shape[-1]
+
+    def build(self, params, context=None, state=None, training=False):
+        _no_context(self, context)
+        return ActNorm(params["loc"], params["raw_log_scale"])
+
+    def propagate(self, params, state, y, context=None, op="data_init", momentum=0.1):
+        if op == "data_init":
+            fresh = ActNorm.init_params_from_data(y)
+            params = jax.tree.map(lambda new, old: new.astype(old.dtype), fresh, params)
+        return super().propagate(params, state, y, context, op, momentum)
+
+
+@dataclass(frozen=True)
+class LULinearLayer(Layer):
+    """:class:`~numpyro_flows.bijections.LULinear`, starting at the identity."""
+
+    def init(self, rng_key, dim, context_dim=0, dtype=None):
+        zeros = jnp.zeros((dim, dim), dtype)
+        return {
+            "lower": zeros,
+            "upper": zeros,
+            "raw_log_diag": jnp.zeros(dim, dtype),
+            "bias": jnp.zeros(dim, dtype),
+        }
+
+    def event_size(self, params):
+        return params["bias"].shape[-1]
+
+    def build(self, params, context=None, state=None, training=False):
+        _no_context(self, context)
+        return LULinear(params["lower"], params["upper"], params["raw_log_diag"], params["bias"])
+
+
+@dataclass(frozen=True)
+class PlanarLayer(Layer):
+    """:class:`~numpyro_flows.bijections.Planar`; ``u = 0`` at init (the identity)."""
+
+    def init(self, rng_key, dim, context_dim=0, dtype=None):
+        dtype = dtype or jnp.zeros(()).dtype
+        w = jax.random.normal(rng_key, (dim,), dtype) / np.sqrt(dim)
+        return {"w": w, "u": jnp.zeros(dim, dtype), "b": jnp.zeros((), dtype)}
+
+    def event_size(self, params):
+        return params["w"].shape[-1]
+
+    def build(self, params, context=None, state=None, training=False):
+        _no_context(self, context)
+        return Planar(params["w"], params["u"], params["b"])
+
+
+@dataclass(frozen=True)
+class RadialLayer(Layer):
+    """:class:`~numpyro_flows.bijections.Radial`; ``beta = 0`` at init (the identity)."""
+
+    def init(self, rng_key, dim, context_dim=0, dtype=None):
+        dtype = dtype or jnp.zeros(()).dtype
+        return {
+            "x0": jax.random.normal(rng_key, (dim,), dtype),
+            "raw_alpha": jnp.zeros((), dtype),
+            "raw_beta": jnp.zeros((), dtype),
+        }
+
+    def event_size(self, params):
+        return params["x0"].shape[-1]
+
+    def build(self, params, context=None, state=None, training=False):
+        _no_context(self, context)
+        return Radial(params["x0"], params["raw_alpha"], params["raw_beta"])
+
+
+@dataclass(frozen=True)
+class BatchNormLayer(Layer):
+    """:class:`~numpyro_flows.bijections.BatchNorm` with running statistics as state."""
+
+    eps: float = 1e-5
+
+    def init(self, rng_key, dim, context_dim=0, dtype=None):
+        return {"log_gamma": jnp.zeros(dim, dtype), "beta": jnp.zeros(dim, dtype)}
+
+    def init_state(self, dim, dtype=None):
+        return {"mean": jnp.zeros(dim, dtype), "var": jnp.ones(dim, dtype)}
+
+    def event_size(self, params):
+        return params["beta"].shape[-1]
+
+    def build(self, params, context=None, state=None, training=False):
+        _no_context(self, context)
+        if state is None:
+            raise ValueError(
+                "This flow has BatchNorm layers, which need their running statistics: pass "
+                "state=flow.init_state(dim) (or the state returned by fitting)."
+            )
+        return BatchNorm(
+            state["mean"], state["var"], params["log_gamma"], params["beta"], training, self.eps
+        )
+
+    def propagate(self, params, state, y, context=None, op="data_init", momentum=0.1):
+        mean, var = batch_statistics(y)
+        if op == "data_init":
+            state = {
+                "mean": mean.astype(state["mean"].dtype),
+                "var": var.astype(state["var"].dtype),
+            }
+        elif op == "update_state":
+            state = jax.tree.map(
+                lambda old, new: (1 - momentum) * old + momentum * new.astype(old.dtype),
+                state,
+                {"mean": mean, "var": var},
+            )
+        return super().propagate(params, state, y, context, op, momentum)
+
+
+@dataclass(frozen=True)
+class Sequential(Layer):
+    """Layers applied in order (base -> target); params and state are tuples."""
+
+    layers: tuple[Layer, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
+
+    def init(self, rng_key, dim, context_dim=0, dtype=None):
+        keys = jax.random.split(rng_key, len(self.layers))
+        return tuple(layer.init(k, dim, context_dim, dtype) for layer, k in zip(self.layers, keys))
+
+    def init_state(self, dim, dtype=None):
+        states = tuple(layer.init_state(dim, dtype) for layer in self.layers)
+        return None if all(s is None for s in states) else states
+
+    def event_size(self, params):
+        return self.layers[0].event_size(params[0])
+
+    def _states(self, state):
+        return (None,) * len(self.layers) if state is None else state
+
+    def build(self, params, context=None, state=None, training=False):
+        return Chain(
+            [
+                layer.build(p, context, s, training)
+                for layer, p, s in zip(self.layers, params, self._states(state))
+            ]
+        )
+
+    def propagate(self, params, state, y, context=None, op="data_init", momentum=0.1):
+        params, states = list(params), list(self._states(state))
+        for i in reversed(range(len(self.layers))):
+            params[i], states[i], y = self.layers[i].propagate(
+                params[i], states[i], y, context, op, momentum
+            )
+        return tuple(params), None if state is None else tuple(states), y
+
+
+@dataclass(frozen=True)
+class Repeat(Layer):
+    """``num_layers`` copies of one layer with stacked parameters, run as a ``Scan``.
+
+    Layer ``i`` is conjugated by a permutation of the event axis (``y = P_i^T f(P_i x)``)
+    so that autoregressive orders and coupling halves change from layer to layer, while the
+    stack stays the identity at init.
+
+    Args:
+        layer: the repeated layer.
+        num_layers: how many copies.
+        permutation: ``"reverse"`` (every other layer reversed), ``"random"`` (a fixed
+            random permutation per layer, from ``seed``) or ``None``.
+        seed: seed of the random permutations.
+    """
+
+    layer: Layer
+    num_layers: int
+    permutation: str | None = "reverse"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {self.num_layers}.")
+        if self.permutation not in ("reverse", "random", None):
+            raise ValueError(
+                f"permutation must be 'reverse', 'random' or None, got {self.permutation!r}."
+            )
+
+    def init(self, rng_key, dim, context_dim=0, dtype=None):
+        keys = jax.random.split(rng_key, self.num_layers)
+        return jax.vmap(lambda k: self.layer.init(k, dim, context_dim, dtype))(keys)
+
+    def init_state(self, dim, dtype=None):
+        state = self.layer.init_state(dim, dtype)
+        if state is None:
+            return None
+        return jax.tree.map(lambda a: jnp.broadcast_to(a, (self.num_layers,) + a.shape), state)
+
+    def event_size(self, params):
+        return self.layer.event_size(params)
+
+    def permutations(self, dim: int) -> np.ndarray | None:
+        """The ``(num_layers, dim)`` variable orders, or ``None`` for no permutation."""
+        if self.permutation is None:
+            return None
+        if self.permutation == "reverse":
+            orders = [np.arange(dim)[:: -1 if i % 2 else 1] for i in range(self.num_layers)]
+        else:
+            rng = np.random.default_rng(self.seed)
+            orders = [np.arange(dim)] + [rng.permutation(dim) for _ in range(self.num_layers - 1)]
+        return np.stack(orders).astype(np.int32)
+
+    def _wrap(self, bijection, perm):
+        return bijection if perm is None else Permuted(bijection, perm)
+
+    def build(self, params, context=None, state=None, training=False):
+        perms = self.permutations(self.event_size(params))
+
+        def one(p, s, perm):
+            return self._wrap(self.layer.build(p, context, s, training), perm)
+
+        in_axes = (0, None if state is None else 0, None if perms is None else 0)
+        return Scan(jax.vmap(one, in_axes=in_axes)(params, state, perms))
+
+    def propagate(self, params, state, y, context=None, op="data_init", momentum=0.1):
+        perms = self.permutations(self.event_size(params))
+        xs = (params, state, perms)
+
+        def body(y, xs):
+            p, s, perm = xs
+            if perm is not None:
+                y = jnp.take(y, perm, -1)
+            p, s, x = self.layer.propagate(p, s, y, context, op, momentum)
+            if perm is not None:
+                x = jnp.take(x, jnp.argsort(perm), -1)
+            return x, (p, s)
+
+        x, (params, state) = jax.lax.scan(body, y, xs, reverse=True)
+        return params, state, x
+
+
+__all__ = [
+    "ActNormLayer",
+    "AutoregressiveLayer",
+    "BatchNormLayer",
+    "CouplingLayer",
+    "ElementwiseLayer",
+    "InvertLayer",
+    "LULinearLayer",
+    "Layer",
+    "PlanarLayer",
+    "RadialLayer",
+    "Repeat",
+    "Sequential",
+]

@@ -1,0 +1,94 @@
+"""Pieces shared by the conditioner networks: activations and weight initialisation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS: dict[str, Callable] = {
+    "elu": jax.nn.elu,
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+    "softplus": jax.nn.softplus,
+}
+
+
+def get_activation(activation: str | Callable) -> Callable:
+    """Returns the activation function for a name in ``ACTIVATIONS`` or a callable.
+
+    NumPyro's stax layers (``stax.Elu``, ``stax.Relu``, ``stax.Tanh``) are accepted too,
+    so that arguments written for ``AutoIAFNormal(nonlinearity=...)`` keep their meaning.
+    """
+    if isinstance(activation, str):
+        try:
+            return ACTIVATIONS[activation]
+        except KeyError:
+            raise ValueError(
+                f"Unknown activation {activation!r}; use one of {sorted(ACTIVATIONS)} "
+                "or pass a callable."
+            ) from None
+    if isinstance(activation, tuple):
+        # A stax layer pair, as NumPyro's AutoIAFNormal takes it.
+        for name, layer in _stax_layers().items():
+            if activation is layer:
+                return ACTIVATIONS[name]
+        raise ValueError(
+            "Only the elementwise stax layers Elu, Relu, Tanh, Gelu and Softplus can be used "
+            "as a nonlinearity; pass a name or a jax function instead."
+        )
+    if callable(activation):
+        return activation
+    raise TypeError(f"activation must be a name or a callable, got {activation!r}")
+
+
+def _stax_layers() -> dict:
+    from jax.example_libraries import stax
+
+    return {
+        "elu": stax.Elu,
+        "relu": stax.Relu,
+        "tanh": stax.Tanh,
+        "gelu": stax.Gelu,
+        "softplus": stax.Softplus,
+    }
+
+
+def dense_init(rng_key, fan_in: int, fan_out: int, *, zero: bool = False, dtype=None):
+    """Weights ``(fan_in, fan_out)`` and bias ``(fan_out,)`` for one dense layer.
+
+    He-style normal weights scaled by ``1/sqrt(fan_in)``; ``zero=True`` gives an all-zero
+    layer, used for the last layer so that a fresh bijection is the identity.
+    """
+    dtype = dtype or jnp.zeros(()).dtype
+    if zero:
+        return {"w": jnp.zeros((fan_in, fan_out), dtype), "b": jnp.zeros((fan_out,), dtype)}
+    w = jax.random.normal(rng_key, (fan_in, fan_out), dtype) / jnp.sqrt(max(fan_in, 1))
+    return {"w": w, "b": jnp.zeros((fan_out,), dtype)}
+
+
+def cast_like(tree, x):
+    """Casts every floating leaf of ``tree`` to the dtype of ``x`` (dtype in = dtype out)."""
+    dtype = jnp.result_type(x)
+    return jax.tree.map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a,
+        tree,
+    )
+
+
+def as_context(context, x, context_dim: int):
+    """Checks the context for a conditioner built with ``context_dim`` and casts it like x."""
+    if context is None:
+        raise ValueError(
+            f"This conditioner was built with context_dim={context_dim} but no context was "
+            "given; pass context=... to flow.transform(params, context)."
+        )
+    context = jnp.asarray(context, dtype=jnp.result_type(x))
+    if context.shape[-1:] != (context_dim,):
+        raise ValueError(
+            f"context has shape {context.shape}; its last axis must be context_dim={context_dim}."
+        )
+    return context

@@ -1,0 +1,257 @@
+"""Contract checks for any NumPyro ``Transform`` on vectors.
+
+The test suite runs every bijection and every flow through :func:`check_transform`; users
+can run their own layers through it too::
+
+    from numpyro_flows.testing import check_transform
+
+    report = check_transform(my_transform, x)   # raises AssertionError on a failure
+    print(report)
+
+The checks are the contract written in :mod:`numpyro_flows.bijections.base`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.distributions.transforms import Transform
+
+from numpyro_flows.bijections.base import _forward_and_log_det, _inverse_and_log_det
+
+
+class TransformReport(NamedTuple):
+    """What :func:`check_transform` measured (largest errors over the batch)."""
+
+    round_trip_error: float
+    inverse_log_det_error: float
+    log_det_error: float
+    intermediates_error: float
+    jit_error: float
+    vmap_error: float
+    checked: tuple[str, ...]
+
+
+def _fail(message: str):
+    raise AssertionError(message)
+
+
+def _max(a) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    return float(np.max(a)) if a.size else 0.0
+
+
+def randomize_params(params, rng_key, scale: float = 0.1):
+    """Adds noise of the size of a fresh init to every floating leaf of ``params``.
+
+    Vectors and scalars get ``scale * N(0, 1)``; weight matrices (2 or more axes) get
+    ``scale * N(0, 1) / sqrt(fan_in)`` with ``fan_in = shape[-2]``, the scale at which a
+    network is initialised, so the result is a generic, non-identity point of the
+    parameter space at any width. Used to test flows away from their identity init.
+    """
+    leaves, rebuild = float_leaves(params)
+    keys = jax.random.split(rng_key, max(len(leaves), 1))
+    noisy = []
+    for a, key in zip(leaves, keys):
+        a = jnp.asarray(a)
+        size = scale / np.sqrt(max(a.shape[-2], 1)) if a.ndim >= 2 else scale
+        noisy.append(a + size * jax.random.normal(key, a.shape, a.dtype))
+    return rebuild(noisy)
+
+
+def float_leaves(tree):
+    """``(leaves, rebuild)``: the floating-point leaves of a pytree and a function that
+    puts new values for them back (other leaves, e.g. integer permutations, are kept)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    idx = [i for i, a in enumerate(leaves) if jnp.issubdtype(jnp.result_type(a), jnp.floating)]
+
+    def rebuild(new):
+        out = list(leaves)
+        for i, a in zip(idx, new):
+            out[i] = a
+        return jax.tree.unflatten(treedef, out)
+
+    return [leaves[i] for i in idx], rebuild
+
+
+def check_transform(
+    transform: Transform,
+    x,
+    *,
+    inverse: bool = True,
+    rtol: float = 1e-4,
+    log_det_atol: float = 1e-4,
+    log_det_rtol: float = 1e-6,
+    gradients: bool = True,
+    gradient_reaches_every_leaf: bool = False,
+    jit: bool = True,
+    vmap: bool = True,
+) -> TransformReport:
+    """Checks a vector transform against the bijection contract.
+
+    Args:
+        transform: any NumPyro ``Transform`` with ``event_dim == 1`` (our bijections, or
+            a layer of your own).
+        x: inputs ``(..., D)``; every leading index is one test point.
+        inverse: check the inverse round trip ``|T^{-1}(T(x)) - x| <= rtol * max(1, |x|)``
+            (sup norm per point) and that the inverse log-det is minus the forward one.
+        rtol: tolerance of the round trip, relative to ``max(1, |x|)``.
+        log_det_atol, log_det_rtol: tolerance of the log-det against
+            ``slogdet(jacfwd(T))`` (the determinant taken in float64 from the autodiff
+            Jacobian), and of ``log_abs_det_jacobian`` without intermediates.
+        gradients: gradients w.r.t. ``x`` and every floating parameter leaf are finite.
+        gradient_reaches_every_leaf: every floating leaf gets some non-zero gradient.
+        jit: the transform passed through ``jax.jit`` as an argument equals the eager one.
+        vmap: ``vmap`` over single points equals the batched call. Turn it off for a
+            transform whose leaves carry the batch (a conditional flow built with one
+            context per point).
+
+    The Jacobian is taken over the whole batch, so the check also asserts that points of
+    a batch do not interact (off-diagonal blocks are zero).
+
+    Returns:
+        A :class:`TransformReport` with the measured errors.
+
+    Raises:
+        AssertionError: naming the first property that fails and by how much.
+    """
+    x = jnp.asarray(x)
+    if x.ndim < 1:
+        _fail("x must have an event axis: shape (..., D).")
+    name = type(transform).__name__
+    leaves, rebuild = float_leaves(transform)
+    flat = x.reshape(-1, x.shape[-1])
+    n, dim = flat.shape
+
+    def compute(leaves, flat):
+        t = rebuild(leaves)
+        y, log_det = _forward_and_log_det(t, flat)
+        out = {"y": y, "log_det": log_det, "no_inter": t.log_abs_det_jacobian(flat, y)}
+        jac = jax.jacfwd(lambda v: _forward_and_log_det(t, v)[0])(flat)
+        out["jac"] = jac  # (n, D, n, D)
+        if inverse:
+            out["x_back"], out["inv_log_det"] = _inverse_and_log_det(t, y)
+        if vmap:
+            out["y_v"], out["ld_v"] = jax.vmap(lambda v: _forward_and_log_det(t, v))(flat)
+        if gradients:
+
+            def loss(leaves, v):
+                y, log_det = _forward_and_log_det(rebuild(leaves), v)
+                return jnp.sum(y) + jnp.sum(log_det)
+
+            out["g_leaves"], out["g_x"] = jax.grad(loss, argnums=(0, 1))(leaves, flat)
+        return out
+
+    out = jax.jit(compute)(leaves, flat)
+    y, log_det = out["y"], out["log_det"]
+    checked = []
+
+    if y.dtype != x.dtype or jnp.result_type(log_det) != x.dtype:
+        _fail(
+            f"{name}: dtype not preserved: x is {x.dtype}, y is {y.dtype}, "
+            f"log-det is {jnp.result_type(log_det)}."
+        )
+    if y.shape != flat.shape or jnp.shape(log_det) != (n,):
+        _fail(
+            f"{name}: shapes changed: x {flat.shape} gave y {y.shape} and log-det "
+            f"{jnp.shape(log_det)} (expected {(n,)})."
+        )
+    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(log_det))):
+        _fail(f"{name}: non-finite forward values for inputs up to |x| = {_max(jnp.abs(x)):.3g}.")
+    checked.append("dtype/shape/finite")
+
+    ld_tol = log_det_atol + log_det_rtol * _max(jnp.abs(log_det))
+    intermediates_error = _max(jnp.abs(out["no_inter"] - log_det))
+    if not intermediates_error <= ld_tol:
+        _fail(
+            f"{name}: log_abs_det_jacobian without intermediates differs from the "
+            f"forward log-det by {intermediates_error:.3g}."
+        )
+
+    scale = np.maximum(1.0, np.max(np.abs(np.asarray(flat, np.float64)), axis=-1))
+    round_trip_error = inverse_log_det_error = 0.0
+    if inverse:
+        x_back, inv_log_det = out["x_back"], out["inv_log_det"]
+        if x_back.dtype != x.dtype:
+            _fail(f"{name}: inverse returned {x_back.dtype} for {x.dtype} input.")
+        if not (np.all(np.isfinite(x_back)) and np.all(np.isfinite(inv_log_det))):
+            _fail(f"{name}: non-finite inverse values.")
+        err = np.max(np.abs(np.asarray(x_back, np.float64) - np.asarray(flat, np.float64)), -1)
+        round_trip_error = _max(err / scale)
+        if not round_trip_error <= rtol:
+            _fail(
+                f"{name}: inverse round trip error {round_trip_error:.3g} (relative to "
+                f"max(1, |x|)) exceeds {rtol:g}."
+            )
+        inverse_log_det_error = _max(jnp.abs(inv_log_det + log_det))
+        if not inverse_log_det_error <= ld_tol:
+            _fail(
+                f"{name}: inverse log-det differs from minus the forward log-det by "
+                f"{inverse_log_det_error:.3g}."
+            )
+        checked.append("round trip")
+
+    jac = np.asarray(out["jac"], np.float64)
+    idx = np.arange(n)
+    blocks = jac[idx, :, idx, :]  # (n, D, D)
+    cross = jac.copy()
+    cross[idx, :, idx, :] = 0.0
+    if np.any(cross != 0):
+        _fail(f"{name}: points of a batch interact (off-diagonal Jacobian blocks are non-zero).")
+    sign, reference = np.linalg.slogdet(blocks)
+    if np.any(sign == 0):
+        _fail(f"{name}: the autodiff Jacobian is singular at some input.")
+    log_det_error = _max(np.abs(np.asarray(log_det, np.float64) - reference))
+    if not log_det_error <= log_det_atol + log_det_rtol * _max(np.abs(reference)):
+        _fail(
+            f"{name}: log-det differs from slogdet(jacfwd) by {log_det_error:.3g} "
+            f"(tolerance {log_det_atol:g})."
+        )
+    checked.append("log-det vs autodiff")
+
+    if gradients:
+        if not np.all(np.isfinite(out["g_x"])):
+            _fail(f"{name}: non-finite gradient with respect to the input.")
+        for i, g in enumerate(out["g_leaves"]):
+            if not np.all(np.isfinite(g)):
+                _fail(f"{name}: non-finite gradient with respect to parameter leaf {i}.")
+            if gradient_reaches_every_leaf and g.size and not np.any(g != 0):
+                _fail(f"{name}: parameter leaf {i} (shape {g.shape}) gets no gradient.")
+        checked.append("gradients")
+
+    jit_error = vmap_error = 0.0
+    if jit:
+        # `out` came from a jitted call with the transform's leaves as arguments; compare
+        # it with a plain eager call.
+        y_eager, ld_eager = _forward_and_log_det(transform, flat)
+        jit_error = max(
+            _max(np.abs(np.asarray(y) - np.asarray(y_eager)) / scale[:, None]),
+            _max(np.abs(np.asarray(log_det) - np.asarray(ld_eager))),
+        )
+        if not jit_error <= rtol:
+            _fail(f"{name}: jitted forward differs from eager by {jit_error:.3g}.")
+        checked.append("jit")
+    if vmap:
+        vmap_error = max(
+            _max(np.abs(np.asarray(out["y_v"]) - np.asarray(y)) / scale[:, None]),
+            _max(np.abs(np.asarray(out["ld_v"]) - np.asarray(log_det))),
+        )
+        if not vmap_error <= rtol:
+            _fail(f"{name}: vmap over points differs from the batched call by {vmap_error:.3g}.")
+        checked.append("vmap")
+
+    return TransformReport(
+        round_trip_error,
+        inverse_log_det_error,
+        log_det_error,
+        intermediates_error,
+        jit_error,
+        vmap_error,
+        tuple(checked),
+    )
+
+
+__all__ = ["TransformReport", "check_transform", "float_leaves", "randomize_params"]

@@ -1,0 +1,60 @@
+"""One registry of flows and bijections, run through the same contract checks.
+
+Adding a bijection to the library means adding one entry here.
+"""
+
+from functools import partial
+
+from numpyro_flows import flows
+from numpyro_flows.bijections import Affine, RationalQuadraticSpline
+from numpyro_flows.layers import (
+    ActNormLayer,
+    AutoregressiveLayer,
+    BatchNormLayer,
+    CouplingLayer,
+    ElementwiseLayer,
+    InvertLayer,
+    LULinearLayer,
+    PlanarLayer,
+    RadialLayer,
+    Repeat,
+    Sequential,
+)
+
+# Every public factory, with its defaults.
+FACTORIES = {
+    "iaf": flows.iaf,
+    "maf": flows.maf,
+    "realnvp": flows.realnvp,
+    "neural_spline": flows.neural_spline,
+    "neural_spline_coupling": partial(flows.neural_spline, coupling=True),
+    "planar": flows.planar,
+    "radial": flows.radial,
+    "glow": flows.glow,
+}
+
+# Every bijection family as a single layer: name -> (layer, supports a context).
+SPLINE = RationalQuadraticSpline(num_bins=6, bound=4.0)
+LAYERS = {
+    "affine_autoregressive": (AutoregressiveLayer(Affine()), True),
+    "affine_autoregressive_skip": (
+        AutoregressiveLayer(Affine(), skip_connections=True, residual=True),
+        True,
+    ),
+    "spline_autoregressive": (AutoregressiveLayer(SPLINE), True),
+    "affine_masked_autoregressive_inverse": (InvertLayer(AutoregressiveLayer(Affine())), True),
+    "affine_coupling": (CouplingLayer(Affine()), True),
+    "spline_coupling": (CouplingLayer(SPLINE), True),
+    "elementwise_affine": (ElementwiseLayer(Affine()), False),
+    "elementwise_spline": (ElementwiseLayer(SPLINE), False),
+    "planar": (PlanarLayer(), False),
+    "radial": (RadialLayer(), False),
+    "actnorm": (ActNormLayer(), False),
+    "lu_linear": (LULinearLayer(), False),
+    "batchnorm": (BatchNormLayer(), False),
+    "chain": (Sequential((ActNormLayer(), LULinearLayer())), False),
+    "scan_random_permutation": (
+        Repeat(AutoregressiveLayer(Affine()), 3, permutation="random"),
+        True,
+    ),
+}

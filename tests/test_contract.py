@@ -1,0 +1,94 @@
+"""Every flow factory and every bijection family through the shared contract checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from registry import FACTORIES, LAYERS
+
+from numpyro_flows.testing import check_transform, randomize_params
+
+DIMS = [1, 2, 5, 50]
+SCALES = (1.0, 1e2, 1e4)
+
+
+def points(dim, num=4, seed=2):
+    """``num`` standard-normal points at each scale up to |x| = 1e4, as one batch."""
+    z = jax.random.normal(jax.random.key(seed), (len(SCALES), num, dim))
+    return (z * jnp.asarray(SCALES)[:, None, None]).reshape(-1, dim)
+
+
+def random_transform(flow, dim, seed=1, context_dim=0, context=None):
+    params = flow.init(jax.random.key(0), dim, context_dim)
+    params = randomize_params(params, jax.random.key(seed), scale=0.2)
+    state = flow.init_state(dim)
+    if state is not None:
+        state = randomize_params(state, jax.random.key(seed + 1), scale=0.2)
+    return flow.transform(params, context, state=state)
+
+
+@pytest.mark.parametrize("dim", DIMS)
+@pytest.mark.parametrize("name", FACTORIES)
+def test_flow_contract_with_random_params(name, dim):
+    flow = FACTORIES[name]()
+    check_transform(
+        random_transform(flow, dim),
+        points(dim),
+        gradient_reaches_every_leaf=dim > 1,
+    )
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_fresh_flow_is_identity(name):
+    flow = FACTORIES[name]()
+    x = points(3)[:8]
+    y, log_det = flow.transform(flow.init(jax.random.key(3), 3)).forward_and_log_det(x)
+    np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(log_det, 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_jit_does_not_retrace_for_new_params(name):
+    flow = FACTORIES[name]()
+    base = flow.init(jax.random.key(0), 3)
+    traces = []
+
+    @jax.jit
+    def forward(transform, x):
+        traces.append(1)
+        return transform.forward_and_log_det(x)
+
+    x = points(3)[:4]
+    outputs = []
+    for seed in range(3):
+        transform = flow.transform(randomize_params(base, jax.random.key(seed), 0.2))
+        outputs.append(forward(transform, x)[0])
+    assert len(traces) == 1
+    assert not np.allclose(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("dim", [1, 4])
+@pytest.mark.parametrize("name", LAYERS)
+def test_bijection_contract(name, dim):
+    from numpyro_flows.flows import Flow
+
+    layer, _ = LAYERS[name]
+    check_transform(random_transform(Flow(layer), dim), points(dim, num=3))
+
+
+@pytest.mark.parametrize("name", [n for n, (_, conditional) in LAYERS.items() if conditional])
+def test_conditional_bijection_contract(name):
+    from numpyro_flows.flows import Flow
+
+    layer, _ = LAYERS[name]
+    dim, context_dim = 3, 2
+    context = jax.random.normal(jax.random.key(5), (4, context_dim))
+    x = jax.random.normal(jax.random.key(6), (4, dim))
+    flow = Flow(layer)
+    transform = random_transform(flow, dim, context_dim=context_dim, context=context)
+    check_transform(transform, x, vmap=False)
+    # The context changes the map, and one context broadcasts over a batch of x.
+    other = random_transform(flow, dim, context_dim=context_dim, context=context + 1.0)
+    assert not np.allclose(transform(x), other(x))
+    single = random_transform(flow, dim, context_dim=context_dim, context=context[0])
+    np.testing.assert_allclose(single(x)[0], transform(x)[0], rtol=1e-5, atol=1e-5)
