@@ -1,8 +1,29 @@
-"""Normalizing flows for NumPyro: bijections, flow guides, NeuTra, diagnostics."""
+"""Normalizing flows for NumPyro: flow bijections, flow autoguides for SVI, NeuTra HMC,
+PSIS diagnostics and ArviZ export."""
 
-from numpyro_flows import bijections, flows, nn
+from numpyro_flows import bijections, diagnostics, flows, nn
+from numpyro_flows.autoguides import AutoFlow, AutoIAF, AutoNeuralSpline, AutoRealNVP
+from numpyro_flows.diagnostics import psis_diagnostic, psis_resample
 from numpyro_flows.flows import Flow
+from numpyro_flows.neutra import neutra_nuts, neutra_reparam
+from numpyro_flows.serialization import load_guide, save_guide
 
 __version__ = "0.1.0"
 
-__all__ = ["Flow", "bijections", "flows", "nn"]
+__all__ = [
+    "AutoFlow",
+    "AutoIAF",
+    "AutoNeuralSpline",
+    "AutoRealNVP",
+    "Flow",
+    "bijections",
+    "diagnostics",
+    "flows",
+    "load_guide",
+    "neutra_nuts",
+    "neutra_reparam",
+    "nn",
+    "psis_diagnostic",
+    "psis_resample",
+    "save_guide",
+]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from numpyro_flows.bijections import Affine, Bijection, RationalQuadraticSpline
+from numpyro_flows.bijections import Affine, Bijection, ComposedTransformer, RationalQuadraticSpline
 from numpyro_flows.layers import (
     ActNormLayer,
     AutoregressiveLayer,
@@ -125,7 +125,7 @@ def iaf(
     skip_connections: bool = False,
     nonlinearity: str | Callable = "elu",
     permutation: str | None = "reverse",
-    log_scale_bound: float = 5.0,
+    log_scale_bound: float | tuple[float, float] = (-5.0, 3.0),
 ) -> Flow:
     """Inverse autoregressive flow: affine MADE layers, parallel in the sampling direction.
 
@@ -138,7 +138,8 @@ def iaf(
         skip_connections: masked linear path from input to output in each MADE.
         nonlinearity: activation name or callable (NumPyro's ``stax.Elu`` etc. too).
         permutation: variable order across layers: ``"reverse"``, ``"random"`` or ``None``.
-        log_scale_bound: each layer's log-scale lies in ``(-bound, bound)``.
+        log_scale_bound: each layer's log-scale lies in ``(low, high)`` (see
+            :class:`~numpyro_flows.bijections.Affine`).
     """
     layer = AutoregressiveLayer(
         Affine(log_scale_bound), _hidden(hidden_dims), nonlinearity, skip_connections
@@ -153,7 +154,7 @@ def maf(
     skip_connections: bool = False,
     nonlinearity: str | Callable = "elu",
     permutation: str | None = "reverse",
-    log_scale_bound: float = 5.0,
+    log_scale_bound: float | tuple[float, float] = (-5.0, 3.0),
 ) -> Flow:
     """Masked autoregressive flow: like :func:`iaf`, parallel in the density direction.
 
@@ -171,7 +172,7 @@ def realnvp(
     hidden_dims: Hidden = None,
     *,
     nonlinearity: str | Callable = "elu",
-    log_scale_bound: float = 5.0,
+    log_scale_bound: float | tuple[float, float] = (-5.0, 3.0),
 ) -> Flow:
     """RealNVP: affine coupling layers; both directions are one pass.
 
@@ -188,6 +189,7 @@ def neural_spline(
     num_bins: int = 8,
     bound: float = 5.0,
     coupling: bool = False,
+    affine: bool = True,
     nonlinearity: str | Callable = "elu",
     permutation: str | None = "reverse",
 ) -> Flow:
@@ -203,14 +205,19 @@ def neural_spline(
         num_bins: spline bins per dimension.
         bound: the splines act on ``[-bound, bound]`` and are the identity outside.
         coupling: coupling layers instead of autoregressive ones.
+        affine: follow each spline by a conditional affine map (``y = a s(x) + b``, one
+            network for both). A spline with identity tails cannot change the scale of
+            the tails; the affine part can, which is what funnels and scale mixtures need.
         nonlinearity: activation name or callable.
         permutation: variable order across layers (autoregressive form).
     """
-    spline = RationalQuadraticSpline(num_bins, bound)
+    transformer = RationalQuadraticSpline(num_bins, bound)
+    if affine:
+        transformer = ComposedTransformer((transformer, Affine()))
     if coupling:
-        layer = CouplingLayer(spline, _hidden(hidden_dims), nonlinearity)
+        layer = CouplingLayer(transformer, _hidden(hidden_dims), nonlinearity)
         return Flow(Repeat(layer, num_flows, "reverse"), "neural_spline_coupling")
-    layer = AutoregressiveLayer(spline, _hidden(hidden_dims), nonlinearity)
+    layer = AutoregressiveLayer(transformer, _hidden(hidden_dims), nonlinearity)
     return Flow(Repeat(layer, num_flows, permutation), "neural_spline")
 
 
@@ -229,7 +236,7 @@ def glow(
     hidden_dims: Hidden = None,
     *,
     nonlinearity: str | Callable = "elu",
-    log_scale_bound: float = 5.0,
+    log_scale_bound: float | tuple[float, float] = (-5.0, 3.0),
 ) -> Flow:
     """Glow-style steps: ActNorm, LU-linear (invertible 1x1) and affine coupling.
 

@@ -19,11 +19,14 @@ class Affine:
     """Elementwise affine map; raw parameters ``(shift, raw_log_scale)`` per dimension.
 
     Args:
-        log_scale_bound: the log-scale lies in ``(-bound, bound)`` (see
-            :func:`~numpyro_flows.bijections.transformer.bounded_log_scale`).
+        log_scale_bound: the log-scale lies in ``(low, high)`` (a pair, or ``b`` for
+            ``(-b, b)``; see :func:`~numpyro_flows.bijections.transformer.bounded_log_scale`).
+            The default ``(-5, 3)`` is the range NumPyro's IAF clips to: a layer may shrink
+            a lot but expand at most 20-fold, so that a stack cannot blow samples up to
+            overflow (e.g. through the ``exp`` of a positive site) early in training.
     """
 
-    log_scale_bound: float = 5.0
+    log_scale_bound: float | tuple[float, float] = (-5.0, 3.0)
     num_params: int = 2
 
     def _shift_and_log_scale(self, params):

@@ -70,13 +70,20 @@ class RationalQuadraticSpline:
         return jnp.concatenate([zero, edges[..., :-1], zero + 2 * self.bound], axis=-1)
 
     def _bin(self, v, edges, xs, ys, ds):
-        """Gathers the left/right knot values of the bin that ``v`` falls in."""
-        idx = jnp.sum(v[..., None] >= edges[..., 1:-1], axis=-1)[..., None]
+        """Left/right knot values of the bin that ``v`` falls in.
 
-        def take(a, offset):
-            return jnp.take_along_axis(a, idx + offset, axis=-1)[..., 0]
+        A one-hot selection rather than a gather: for a handful of bins it is faster on
+        CPU, and its gradient is a dense product instead of a scatter.
+        """
+        k = self.num_bins
+        idx = jnp.sum(v[..., None] >= edges[..., 1:-1], axis=-1)
+        onehot = (idx[..., None] == jnp.arange(k)).astype(v.dtype)
 
-        return take(xs, 0), take(xs, 1), take(ys, 0), take(ys, 1), take(ds, 0), take(ds, 1)
+        def pick(a):
+            return jnp.sum(onehot * a[..., :-1], -1), jnp.sum(onehot * a[..., 1:], -1)
+
+        (x0, x1), (y0, y1), (d0, d1) = pick(xs), pick(ys), pick(ds)
+        return x0, x1, y0, y1, d0, d1
 
     def _broadcast(self, v, params):
         shape = jnp.broadcast_shapes(v.shape, params.shape[:-1])

@@ -16,16 +16,29 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 
-def bounded_log_scale(raw, bound: float):
-    """Smoothly bounds a log-scale to ``(-bound, bound)``: ``bound * tanh(raw / bound)``.
+def bounded_log_scale(raw, bound: float | tuple[float, float]):
+    """Smoothly bounds a log-scale to ``(low, high)``; ``bound`` is ``high = -low`` or a pair.
 
-    Identity near zero (slope 1 at 0), no hard clamp that kills gradients, and no
-    unbounded ``exp`` that can blow up through a deep stack.
+    ``high * tanh(raw / high)`` for ``raw >= 0`` and ``-low * tanh(raw / -low)`` below: the
+    identity near zero (slope 1 and curvature 0 at 0 on both sides), no hard clamp that
+    kills gradients, and no unbounded ``exp`` that can blow up through a deep stack.
     """
-    return bound * jnp.tanh(raw / bound)
+    low, high = _bounds(bound)
+    return jnp.where(raw >= 0, high * jnp.tanh(raw / high), -low * jnp.tanh(raw / -low))
 
 
-def inverse_bounded_log_scale(log_scale, bound: float):
-    """Raw value giving ``log_scale`` (clipped just inside the bound)."""
-    limit = bound * (1 - 1e-6)
-    return bound * jnp.arctanh(jnp.clip(log_scale, -limit, limit) / bound)
+def inverse_bounded_log_scale(log_scale, bound: float | tuple[float, float]):
+    """Raw value giving ``log_scale`` (clipped just inside the bounds)."""
+    low, high = _bounds(bound)
+    shrink = 1 - 1e-6
+    log_scale = jnp.clip(log_scale, low * shrink, high * shrink)
+    return jnp.where(
+        log_scale >= 0, high * jnp.arctanh(log_scale / high), -low * jnp.arctanh(log_scale / -low)
+    )
+
+
+def _bounds(bound):
+    low, high = bound if isinstance(bound, tuple | list) else (-bound, bound)
+    if not low < 0 < high:
+        raise ValueError(f"log-scale bounds must satisfy low < 0 < high, got {bound}.")
+    return float(low), float(high)

@@ -1,0 +1,473 @@
+"""Flow autoguides: ``AutoFlow`` and the presets ``AutoIAF``, ``AutoRealNVP``,
+``AutoNeuralSpline``.
+
+Each is a :class:`numpyro.infer.autoguide.AutoContinuous`: the posterior over all latent
+sites, flattened to one unconstrained vector ``x``, is
+
+    z ~ Normal(0, I),    x = loc + L @ flow(z)
+
+with ``flow`` a :class:`~numpyro_flows.flows.Flow` that starts at the identity and ``L``
+diagonal (``affine="diagonal"``) or lower-triangular (``affine="full"``) starting at
+``init_scale * I``. So at step 0 the guide is ``Normal(init_loc, init_scale^2)``, centred
+where ``init_loc_fn`` puts it, and the flow layers work in a standardised space.
+
+Everything NumPyro calls on an autoguide works: ``SVI``, ``Predictive``,
+``sample_posterior``, ``median``, ``quantiles``, ``get_posterior``, ``get_transform`` and
+``numpyro.infer.reparam.NeuTraReparam``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax.example_libraries import stax
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import (
+    AffineTransform,
+    IndependentTransform,
+    LowerCholeskyAffine,
+    biject_to,
+)
+from numpyro.infer.autoguide import AutoContinuous
+from numpyro.infer.initialization import init_to_uniform
+
+from numpyro_flows import flows as _flows
+from numpyro_flows.bijections import Chain
+from numpyro_flows.flows import Flow
+from numpyro_flows.nn.common import ACTIVATIONS, _stax_layers
+
+AFFINES = ("diagonal", "full")
+
+# Monte Carlo draws behind `median` and `quantiles` (a flow has no closed form for them).
+NUM_QUANTILE_SAMPLES = 10_000
+
+
+class AutoFlow(AutoContinuous):
+    """A normalizing-flow guide over all latent sites of a model.
+
+    Args:
+        model: a NumPyro model.
+        flow: a :class:`~numpyro_flows.flows.Flow` (e.g. ``numpyro_flows.flows.iaf()``);
+            it maps a standard normal base to the standardised latent space.
+        prefix: prefix of the param sites (``{prefix}_flow``, ``{prefix}_loc``,
+            ``{prefix}_scale`` or ``{prefix}_scale_tril``).
+        init_loc_fn: a NumPyro init strategy; the guide starts centred there.
+        init_scale: initial scale of the affine layer (as ``AutoNormal``'s ``init_scale``).
+        affine: ``"diagonal"`` (a per-dimension scale) or ``"full"`` (a lower-triangular
+            scale, capturing linear correlations directly; ``O(D^2)`` parameters).
+        create_plates: as in :class:`~numpyro.infer.autoguide.AutoGuide`.
+
+    Example::
+
+        guide = AutoFlow(model, flow=numpyro_flows.flows.neural_spline())
+        svi = SVI(model, guide, optax.adam(3e-3), Trace_ELBO())
+        result = svi.run(jax.random.key(0), 5000, data)
+    """
+
+    def __init__(
+        self,
+        model: Callable | None,
+        *,
+        flow: Flow,
+        prefix: str = "auto",
+        init_loc_fn: Callable = init_to_uniform,
+        init_scale: float = 0.1,
+        affine: str = "diagonal",
+        create_plates: Callable | None = None,
+    ):
+        if not isinstance(flow, Flow):
+            raise TypeError(
+                f"flow must be a numpyro_flows Flow (e.g. numpyro_flows.flows.iaf()), got "
+                f"{type(flow).__name__}."
+            )
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be > 0, got {init_scale}.")
+        if affine not in AFFINES:
+            raise ValueError(f"affine must be one of {AFFINES}, got {affine!r}.")
+        self.flow = flow
+        self._init_scale = float(init_scale)
+        self.affine = affine
+        self._latent_layout = None
+        super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn, create_plates=create_plates)
+
+    # ------------------------------------------------------------------ configuration
+    def config(self) -> dict:
+        """Constructor arguments (besides model and init_loc_fn), for saving."""
+        return {
+            "flow": self.flow,
+            "prefix": self.prefix,
+            "init_scale": self._init_scale,
+            "affine": self.affine,
+        }
+
+    # ------------------------------------------------------------------ set-up
+    def _setup_prototype(self, *args, **kwargs):
+        # NumPyro would try to enumerate a discrete latent (and ask for funsor) before its
+        # own check; find it first and say what to do.
+        _reject_discrete_latents(self, args, kwargs)
+        try:
+            super()._setup_prototype(*args, **kwargs)
+        except ValueError as error:
+            if "local latent" in str(error):
+                raise ValueError(_local_latent_message(self)) from None
+            raise
+        self._latent_layout = _latent_layout(self.prototype_trace, self._init_locs)
+
+    # ------------------------------------------------------------------ the posterior
+    def _flow_params(self):
+        dim = self.latent_dim
+        dtype = jnp.result_type(self._init_latent)
+        return numpyro.param(
+            f"{self.prefix}_flow", lambda key: self.flow.init(key, dim, dtype=dtype)
+        )
+
+    def _affine(self):
+        loc = numpyro.param(f"{self.prefix}_loc", self._init_latent)
+        if self.affine == "full":
+            scale_tril = numpyro.param(
+                f"{self.prefix}_scale_tril",
+                jnp.identity(self.latent_dim, jnp.result_type(loc)) * self._init_scale,
+                constraint=constraints.scaled_unit_lower_cholesky,
+            )
+            return LowerCholeskyAffine(loc, scale_tril)
+        scale = numpyro.param(
+            f"{self.prefix}_scale",
+            jnp.full(self.latent_dim, self._init_scale, jnp.result_type(loc)),
+            constraint=constraints.softplus_positive,
+        )
+        return IndependentTransform(AffineTransform(loc, scale), 1)
+
+    def _get_posterior(self):
+        flow_transform = self.flow.transform(self._flow_params())
+        return dist.TransformedDistribution(self.get_base_dist(), [flow_transform, self._affine()])
+
+    def get_base_dist(self):
+        return dist.Normal(
+            jnp.zeros(self.latent_dim, jnp.result_type(self._init_latent)), 1.0
+        ).to_event(1)
+
+    def get_transform(self, params):
+        """The map from the base ``Normal(0, I)`` to the unconstrained latent vector."""
+        posterior = numpyro.handlers.substitute(self._get_posterior, params)()
+        return Chain(posterior.transforms)
+
+    # ------------------------------------------------------------------ summaries
+    def _latent_draws(self, params, num_samples=NUM_QUANTILE_SAMPLES):
+        posterior = self.get_posterior(params)
+        return posterior.sample(jax.random.key(0), (num_samples,))
+
+    def median(self, params):
+        """Posterior median of each latent site.
+
+        A flow has no closed-form median: this is the coordinate-wise median of
+        ``NUM_QUANTILE_SAMPLES`` draws (fixed key) in the unconstrained space, constrained
+        back (medians commute with the monotone constraining maps).
+        """
+        latent = jnp.median(self._latent_draws(params), axis=0)
+        return self._unpack_and_constrain(latent, params)
+
+    def quantiles(self, params, quantiles):
+        """Posterior quantiles of each latent site, from Monte Carlo draws (see
+        :meth:`median`); returns ``{site: array of shape (len(quantiles), *site_shape)}``."""
+        q = jnp.asarray(quantiles)
+        latent = jnp.quantile(self._latent_draws(params), q, axis=0)
+        return self._unpack_and_constrain(latent, params)
+
+    # ------------------------------------------------------------------ without the model
+    def _unpack_and_constrain(self, latent_sample, params):
+        if getattr(self, "_postprocess_fn", None) is not None:
+            return super()._unpack_and_constrain(latent_sample, params)
+        # A loaded or unpickled guide: constrain each latent site from the saved layout
+        # (deterministic sites need the model: attach it and use Predictive).
+        return _constrain_with_layout(self._latent_layout, latent_sample)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # Closures over the model and its data cannot be pickled; sampling needs only the
+        # latent layout, which is kept.
+        for name in ("_potential_fn", "_potential_fn_gen", "_postprocess_fn", "prototype_trace"):
+            state[name] = None
+        state["_unpack_latent"] = None
+        state["model"] = _picklable_or_none(state.get("model"))
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self._latent_layout is not None:
+            self._restore_from_layout()
+
+    def _restore_from_layout(self):
+        """Re-creates what sampling needs from the latent layout, without the model."""
+        layout = self._latent_layout
+        self.latent_dim = sum(
+            int(np.prod(entry["unconstrained_shape"])) for entry in layout.values()
+        )
+        self._init_latent = jnp.zeros(self.latent_dim, layout_dtype(layout))
+        self._unpack_latent = _layout_unpacker(layout)
+
+    def sample_posterior(self, rng_key, params, *args, sample_shape=(), **kwargs):
+        if self.prototype_trace is None and self._latent_layout is None:
+            with numpyro.handlers.seed(rng_seed=0):
+                self._setup_prototype(*args, **kwargs)
+        return super().sample_posterior(rng_key, params, *args, sample_shape=sample_shape, **kwargs)
+
+
+class AutoIAF(AutoFlow):
+    """Inverse autoregressive flow guide, taking NumPyro ``AutoIAFNormal``'s arguments.
+
+    ``num_flows``, ``hidden_dims``, ``skip_connections`` and ``nonlinearity`` mean what
+    they mean for :class:`numpyro.infer.autoguide.AutoIAFNormal` (``hidden_dims=None``
+    is ``[latent_dim, latent_dim]`` there and here), so switching is a change of class
+    name. On top of that the guide honours ``init_loc_fn`` and has an affine layer
+    (``affine``, ``init_scale``); the log-scale of each layer is bounded smoothly instead
+    of clipped.
+
+    Args:
+        model: a NumPyro model.
+        num_flows: number of IAF layers (default 3, as NumPyro).
+        hidden_dims: MADE hidden widths (default ``[latent_dim, latent_dim]``).
+        skip_connections: skip connections in each MADE.
+        nonlinearity: activation: NumPyro's ``stax.Elu`` (default) etc., a name or callable.
+        prefix, init_loc_fn, init_scale, affine, create_plates: see :class:`AutoFlow`.
+    """
+
+    def __init__(
+        self,
+        model: Callable | None,
+        *,
+        prefix: str = "auto",
+        init_loc_fn: Callable = init_to_uniform,
+        num_flows: int = 3,
+        hidden_dims: Sequence[int] | None = None,
+        skip_connections: bool = False,
+        nonlinearity: str | Callable | tuple = stax.Elu,
+        init_scale: float = 0.1,
+        affine: str = "diagonal",
+        create_plates: Callable | None = None,
+    ):
+        self.num_flows = num_flows
+        self._iaf_args = {
+            "num_flows": num_flows,
+            "hidden_dims": None if hidden_dims is None else tuple(hidden_dims),
+            "skip_connections": skip_connections,
+            "nonlinearity": activation_name(nonlinearity),
+        }
+        super().__init__(
+            model,
+            flow=_flows.iaf(num_flows, nonlinearity=self._iaf_args["nonlinearity"]),
+            prefix=prefix,
+            init_loc_fn=init_loc_fn,
+            init_scale=init_scale,
+            affine=affine,
+            create_plates=create_plates,
+        )
+
+    def _setup_prototype(self, *args, **kwargs):
+        super()._setup_prototype(*args, **kwargs)
+        self._build_flow()
+
+    def _build_flow(self):
+        # NumPyro's default hidden width depends on the latent dimension.
+        a = self._iaf_args
+        hidden = a["hidden_dims"] or (self.latent_dim, self.latent_dim)
+        self.flow = _flows.iaf(
+            a["num_flows"],
+            hidden,
+            skip_connections=a["skip_connections"],
+            nonlinearity=a["nonlinearity"],
+        )
+
+    def config(self):
+        return {**super().config(), **self._iaf_args}
+
+
+def activation_name(activation):
+    """The name of a known activation (a name, a jax function or a stax layer), or the
+    activation itself, so that configs stay picklable."""
+    if isinstance(activation, str):
+        return activation
+    for name, layer in _stax_layers().items():
+        if activation is layer:
+            return name
+    for name, fn in ACTIVATIONS.items():
+        if activation is fn:
+            return name
+    return activation
+
+
+# ---------------------------------------------------------------------- helpers
+def _reject_discrete_latents(guide, args, kwargs):
+    with numpyro.handlers.block():
+        trace = numpyro.handlers.trace(numpyro.handlers.seed(guide.model, 0)).get_trace(
+            *args, **kwargs
+        )
+    for name, site in trace.items():
+        if site["type"] == "sample" and not site["is_observed"] and site["fn"].support.is_discrete:
+            raise ValueError(
+                f"{type(guide).__name__} cannot guide the discrete latent site '{name}': flow "
+                "guides are continuous. Marginalise it out of the model (sum over its values "
+                "with numpyro.factor, or mark it infer={'enumerate': 'parallel'} and use "
+                "TraceEnum_ELBO with a guide that hides it via numpyro.handlers.block)."
+            )
+
+
+def _local_latent_message(guide) -> str:
+    full = guide._prototype_frame_full_sizes
+    for name, site in guide.prototype_trace.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        for frame in site["cond_indep_stack"]:
+            if frame.size != full.get(frame.name, frame.size):
+                return (
+                    f"{type(guide).__name__} cannot handle the local latent site '{name}': it "
+                    f"sits in the subsampled plate '{frame.name}' ({frame.size} of "
+                    f"{full[frame.name]}). A flow guide is one joint distribution over all "
+                    "global latents. Either do not subsample that plate, or guide the local "
+                    "sites with AutoNormal: AutoGuideList with this guide on "
+                    "numpyro.handlers.block(model, hide=[...local sites...]) and AutoNormal on "
+                    "the rest."
+                )
+    return f"{type(guide).__name__} does not support local latent variables."
+
+
+def _latent_layout(prototype_trace, init_locs) -> dict:
+    """Per latent site: unconstrained shape, support and event dim, in ravel order."""
+    layout = {}
+    for name in init_locs:  # the order AutoContinuous ravels them in
+        site = prototype_trace[name]
+        layout[name] = {
+            "unconstrained_shape": tuple(jnp.shape(init_locs[name])),
+            "support": site["fn"].support,
+            "dtype": str(jnp.result_type(init_locs[name])),
+        }
+    return layout
+
+
+def layout_dtype(layout):
+    dtypes = [entry["dtype"] for entry in layout.values()]
+    return jnp.result_type(*dtypes) if dtypes else jnp.zeros(()).dtype
+
+
+def _layout_unpacker(layout):
+    sizes = [int(np.prod(entry["unconstrained_shape"])) for entry in layout.values()]
+    offsets = np.cumsum([0] + sizes)
+
+    def unpack(latent):
+        return {
+            name: latent[..., offsets[i] : offsets[i + 1]].reshape(
+                latent.shape[:-1] + entry["unconstrained_shape"]
+            )
+            for i, (name, entry) in enumerate(layout.items())
+        }
+
+    return unpack
+
+
+def _constrain_with_layout(layout, latent):
+    unpacked = _layout_unpacker(layout)(latent)
+    return {name: biject_to(layout[name]["support"])(value) for name, value in unpacked.items()}
+
+
+def _picklable_or_none(obj):
+    import pickle
+
+    try:
+        pickle.dumps(obj)
+    except Exception:
+        return None
+    return obj
+
+
+class AutoRealNVP(AutoFlow):
+    """RealNVP (affine coupling) guide.
+
+    Args:
+        model: a NumPyro model.
+        num_flows: number of coupling layers (halves alternate).
+        hidden_dims: MLP hidden widths (default two layers of ``max(2 D, 16)``).
+        nonlinearity: activation name or callable.
+        prefix, init_loc_fn, init_scale, affine, create_plates: see :class:`AutoFlow`.
+    """
+
+    def __init__(
+        self,
+        model: Callable | None,
+        *,
+        prefix: str = "auto",
+        init_loc_fn: Callable = init_to_uniform,
+        num_flows: int = 4,
+        hidden_dims: Sequence[int] | None = None,
+        nonlinearity: str | Callable = "elu",
+        init_scale: float = 0.1,
+        affine: str = "diagonal",
+        create_plates: Callable | None = None,
+    ):
+        self.num_flows = num_flows
+        flow = _flows.realnvp(num_flows, hidden_dims, nonlinearity=activation_name(nonlinearity))
+        super().__init__(
+            model,
+            flow=flow,
+            prefix=prefix,
+            init_loc_fn=init_loc_fn,
+            init_scale=init_scale,
+            affine=affine,
+            create_plates=create_plates,
+        )
+
+
+class AutoNeuralSpline(AutoFlow):
+    """Neural spline flow guide (rational-quadratic splines, identity tails).
+
+    Autoregressive by default (parallel in the sampling direction, like an IAF);
+    ``coupling=True`` gives the coupling form.
+
+    Args:
+        model: a NumPyro model.
+        num_flows: number of spline layers.
+        hidden_dims: conditioner hidden widths (default two layers of ``max(2 D, 16)``).
+        num_bins: spline bins per dimension.
+        bound: splines act on ``[-bound, bound]`` of the standardised space.
+        coupling: coupling layers instead of autoregressive ones.
+        nonlinearity: activation name or callable.
+        prefix, init_loc_fn, init_scale, affine, create_plates: see :class:`AutoFlow`.
+    """
+
+    def __init__(
+        self,
+        model: Callable | None,
+        *,
+        prefix: str = "auto",
+        init_loc_fn: Callable = init_to_uniform,
+        num_flows: int = 3,
+        hidden_dims: Sequence[int] | None = None,
+        num_bins: int = 8,
+        bound: float = 5.0,
+        coupling: bool = False,
+        nonlinearity: str | Callable = "elu",
+        init_scale: float = 0.1,
+        affine: str = "diagonal",
+        create_plates: Callable | None = None,
+    ):
+        self.num_flows = num_flows
+        flow = _flows.neural_spline(
+            num_flows,
+            hidden_dims,
+            num_bins=num_bins,
+            bound=bound,
+            coupling=coupling,
+            nonlinearity=activation_name(nonlinearity),
+        )
+        super().__init__(
+            model,
+            flow=flow,
+            prefix=prefix,
+            init_loc_fn=init_loc_fn,
+            init_scale=init_scale,
+            affine=affine,
+            create_plates=create_plates,
+        )
