@@ -18,6 +18,7 @@ Everything NumPyro calls on an autoguide works: ``SVI``, ``Predictive``,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import jax
@@ -39,9 +40,11 @@ from numpyro.infer.initialization import init_to_uniform
 from numpyro_flows import flows as _flows
 from numpyro_flows.bijections import Chain
 from numpyro_flows.flows import Flow
+from numpyro_flows.laplace import laplace_approximation
 from numpyro_flows.nn.common import ACTIVATIONS, _stax_layers
 
 AFFINES = ("diagonal", "full")
+WARM_STARTS = (None, "laplace")
 
 # Monte Carlo draws behind `median` and `quantiles` (a flow has no closed form for them).
 NUM_QUANTILE_SAMPLES = 10_000
@@ -60,6 +63,11 @@ class AutoFlow(AutoContinuous):
         init_scale: initial scale of the affine layer (as ``AutoNormal``'s ``init_scale``).
         affine: ``"diagonal"`` (a per-dimension scale) or ``"full"`` (a lower-triangular
             scale, capturing linear correlations directly; ``O(D^2)`` parameters).
+        warm_start: ``None``, or ``"laplace"``: before SVI, find the posterior mode with
+            L-BFGS (from ``init_loc_fn``'s point) and start the guide as the Laplace
+            approximation there (loc at the mode, affine scale from the inverse Hessian;
+            see :mod:`numpyro_flows.laplace`). Where there is no mode or no positive
+            curvature it falls back to ``init_loc_fn`` / ``init_scale`` with a warning.
         create_plates: as in :class:`~numpyro.infer.autoguide.AutoGuide`.
 
     Example::
@@ -78,6 +86,7 @@ class AutoFlow(AutoContinuous):
         init_loc_fn: Callable = init_to_uniform,
         init_scale: float = 0.1,
         affine: str = "diagonal",
+        warm_start: str | None = None,
         create_plates: Callable | None = None,
     ):
         if not isinstance(flow, Flow):
@@ -89,7 +98,12 @@ class AutoFlow(AutoContinuous):
             raise ValueError(f"init_scale must be > 0, got {init_scale}.")
         if affine not in AFFINES:
             raise ValueError(f"affine must be one of {AFFINES}, got {affine!r}.")
+        if warm_start not in WARM_STARTS:
+            raise ValueError(f"warm_start must be one of {WARM_STARTS}, got {warm_start!r}.")
         self.flow = flow
+        self.warm_start = warm_start
+        self.laplace = None  # the LaplaceResult of a warm start, for inspection
+        self._init_scale_tril = None
         self._init_scale = float(init_scale)
         self.affine = affine
         self._latent_layout = None
@@ -103,6 +117,7 @@ class AutoFlow(AutoContinuous):
             "prefix": self.prefix,
             "init_scale": self._init_scale,
             "affine": self.affine,
+            "warm_start": self.warm_start,
         }
 
     # ------------------------------------------------------------------ set-up
@@ -117,6 +132,41 @@ class AutoFlow(AutoContinuous):
                 raise ValueError(_local_latent_message(self)) from None
             raise
         self._latent_layout = _latent_layout(self.prototype_trace, self._init_locs)
+        if self.warm_start == "laplace":
+            self._laplace_warm_start()
+
+    def _laplace_warm_start(self):
+        if isinstance(self._init_latent, jax.core.Tracer):
+            raise ValueError(
+                "warm_start='laplace' runs an optimiser when the guide first meets the model; "
+                "call svi.init outside jax.jit."
+            )
+
+        def potential(z):
+            return self._potential_fn(self._unpack_latent(z))
+
+        # Block: the guide runs inside SVI's trace handlers; the model's sites evaluated by
+        # the optimiser must not be recorded there.
+        with numpyro.handlers.block():
+            result = laplace_approximation(potential, self._init_latent)
+        self.laplace = result
+        if not bool(jnp.all(jnp.isfinite(result.loc))):
+            warnings.warn(
+                "Laplace warm start: the mode search diverged; starting from init_loc_fn.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return
+        self._init_latent = result.loc
+        if result.scale_tril is None:
+            warnings.warn(
+                "Laplace warm start: no positive-definite curvature at the end point (no "
+                "mode, e.g. a funnel); centring there with init_scale.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return
+        self._init_scale_tril = result.scale_tril
 
     # ------------------------------------------------------------------ the posterior
     def _flow_params(self):
@@ -128,16 +178,20 @@ class AutoFlow(AutoContinuous):
 
     def _affine(self):
         loc = numpyro.param(f"{self.prefix}_loc", self._init_latent)
+        dtype = jnp.result_type(loc)
+        init_tril = self._init_scale_tril
+        if init_tril is None:
+            init_tril = jnp.identity(self.latent_dim, dtype) * self._init_scale
         if self.affine == "full":
             scale_tril = numpyro.param(
                 f"{self.prefix}_scale_tril",
-                jnp.identity(self.latent_dim, jnp.result_type(loc)) * self._init_scale,
+                init_tril.astype(dtype),
                 constraint=constraints.scaled_unit_lower_cholesky,
             )
             return LowerCholeskyAffine(loc, scale_tril)
         scale = numpyro.param(
             f"{self.prefix}_scale",
-            jnp.full(self.latent_dim, self._init_scale, jnp.result_type(loc)),
+            jnp.linalg.norm(init_tril, axis=-1).astype(dtype),  # marginal sds
             constraint=constraints.softplus_positive,
         )
         return IndependentTransform(AffineTransform(loc, scale), 1)
@@ -233,7 +287,8 @@ class AutoIAF(AutoFlow):
         hidden_dims: MADE hidden widths (default ``[latent_dim, latent_dim]``).
         skip_connections: skip connections in each MADE.
         nonlinearity: activation: NumPyro's ``stax.Elu`` (default) etc., a name or callable.
-        prefix, init_loc_fn, init_scale, affine, create_plates: see :class:`AutoFlow`.
+        prefix, init_loc_fn, init_scale, affine, warm_start, create_plates: see
+            :class:`AutoFlow`.
     """
 
     def __init__(
@@ -248,6 +303,7 @@ class AutoIAF(AutoFlow):
         nonlinearity: str | Callable | tuple = stax.Elu,
         init_scale: float = 0.1,
         affine: str = "diagonal",
+        warm_start: str | None = None,
         create_plates: Callable | None = None,
     ):
         self.num_flows = num_flows
@@ -264,6 +320,7 @@ class AutoIAF(AutoFlow):
             init_loc_fn=init_loc_fn,
             init_scale=init_scale,
             affine=affine,
+            warm_start=warm_start,
             create_plates=create_plates,
         )
 
@@ -302,10 +359,12 @@ def activation_name(activation):
 
 # ---------------------------------------------------------------------- helpers
 def _reject_discrete_latents(guide, args, kwargs):
+    # Values as NumPyro's own prototype run makes them (improper priors cannot be sampled).
+    model = numpyro.handlers.substitute(
+        numpyro.handlers.seed(guide.model, 0), substitute_fn=init_to_uniform
+    )
     with numpyro.handlers.block():
-        trace = numpyro.handlers.trace(numpyro.handlers.seed(guide.model, 0)).get_trace(
-            *args, **kwargs
-        )
+        trace = numpyro.handlers.trace(model).get_trace(*args, **kwargs)
     for name, site in trace.items():
         if site["type"] == "sample" and not site["is_observed"] and site["fn"].support.is_discrete:
             raise ValueError(
@@ -391,7 +450,8 @@ class AutoRealNVP(AutoFlow):
         num_flows: number of coupling layers (halves alternate).
         hidden_dims: MLP hidden widths (default two layers of ``max(2 D, 16)``).
         nonlinearity: activation name or callable.
-        prefix, init_loc_fn, init_scale, affine, create_plates: see :class:`AutoFlow`.
+        prefix, init_loc_fn, init_scale, affine, warm_start, create_plates: see
+            :class:`AutoFlow`.
     """
 
     def __init__(
@@ -405,6 +465,7 @@ class AutoRealNVP(AutoFlow):
         nonlinearity: str | Callable = "elu",
         init_scale: float = 0.1,
         affine: str = "diagonal",
+        warm_start: str | None = None,
         create_plates: Callable | None = None,
     ):
         self.num_flows = num_flows
@@ -416,6 +477,7 @@ class AutoRealNVP(AutoFlow):
             init_loc_fn=init_loc_fn,
             init_scale=init_scale,
             affine=affine,
+            warm_start=warm_start,
             create_plates=create_plates,
         )
 
@@ -434,7 +496,8 @@ class AutoNeuralSpline(AutoFlow):
         bound: splines act on ``[-bound, bound]`` of the standardised space.
         coupling: coupling layers instead of autoregressive ones.
         nonlinearity: activation name or callable.
-        prefix, init_loc_fn, init_scale, affine, create_plates: see :class:`AutoFlow`.
+        prefix, init_loc_fn, init_scale, affine, warm_start, create_plates: see
+            :class:`AutoFlow`.
     """
 
     def __init__(
@@ -451,6 +514,7 @@ class AutoNeuralSpline(AutoFlow):
         nonlinearity: str | Callable = "elu",
         init_scale: float = 0.1,
         affine: str = "diagonal",
+        warm_start: str | None = None,
         create_plates: Callable | None = None,
     ):
         self.num_flows = num_flows
@@ -469,5 +533,6 @@ class AutoNeuralSpline(AutoFlow):
             init_loc_fn=init_loc_fn,
             init_scale=init_scale,
             affine=affine,
+            warm_start=warm_start,
             create_plates=create_plates,
         )

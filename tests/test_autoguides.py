@@ -251,3 +251,37 @@ print("identical")
         jax.random.key(0)
     )
     assert sim["theta"].shape == (3, 8)
+
+
+def test_laplace_warm_start_starts_at_the_exact_gaussian_posterior():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3))
+    x[:, 1] = x[:, 0] + 0.05 * rng.normal(size=50)  # collinear predictors
+    y = x @ np.array([1.0, -1.0, 0.5]) + rng.normal(size=50)
+
+    def regression():
+        w = numpyro.sample("w", dist.Normal(0.0, 10.0).expand([3]).to_event(1))
+        numpyro.sample("y", dist.Normal(x @ w, 1.0).to_event(1), obs=y)
+
+    precision = x.T @ x + np.eye(3) / 100.0
+    cov = np.linalg.inv(precision)
+    mean = cov @ x.T @ y
+    guide = AutoIAF(regression, affine="full", warm_start="laplace")
+    svi = SVI(regression, guide, optax.adam(1e-3), Trace_ELBO())
+    params = svi.get_params(svi.init(jax.random.key(0)))  # step 0: no SVI yet
+    assert guide.laplace.converged
+    draws = guide.sample_posterior(jax.random.key(1), params, sample_shape=(40_000,))["w"]
+    np.testing.assert_allclose(
+        jnp.mean(draws, 0), mean, atol=0.02 * np.sqrt(np.diag(cov)).max() * 5
+    )
+    np.testing.assert_allclose(jnp.cov(draws.T), cov, rtol=0.05, atol=1e-4)
+
+
+def test_laplace_warm_start_falls_back_without_a_mode():
+    from models import eight_schools_centered
+
+    guide = AutoNeuralSpline(eight_schools_centered, warm_start="laplace")
+    svi = SVI(eight_schools_centered, guide, optax.adam(1e-3), Trace_ELBO())
+    with pytest.warns(UserWarning, match="Laplace warm start"):
+        params = svi.get_params(svi.init(jax.random.key(0)))
+    assert np.all(np.isfinite(params["auto_loc"]))

@@ -1,0 +1,46 @@
+"""Runs the benchmark suite and writes ``benchmarks/RESULTS.md`` and ``results/*.json``.
+
+    python -m benchmarks            # the full suite (about an hour on 2 CPU cores)
+    python -m benchmarks --quick    # a few minutes: smaller budgets, one seed
+    python -m benchmarks --only speed quality
+
+Sections: ``speed`` (SVI step and compile time, compile time against depth), ``quality``
+(equal wall-clock budget: ELBO, KL, k-hat), ``neutra`` (NeuTra-NUTS vs NUTS),
+``posteriordb`` (accuracy against reference posteriors) and, from their own modules,
+``density`` and ``scaling`` when present. The report is rebuilt from every JSON file in
+``results/``, so sections can be re-run one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from benchmarks.report import write_report
+
+SECTIONS = {
+    "speed": "benchmarks.speed",
+    "quality": "benchmarks.quality",
+    "neutra": "benchmarks.neutra_bench",
+    "posteriordb": "benchmarks.posteriordb.run",
+    "density": "benchmarks.density",
+    "scaling": "benchmarks.scaling",
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small budgets, one seed")
+    parser.add_argument("--only", nargs="*", choices=list(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--report-only", action="store_true", help="rebuild RESULTS.md only")
+    args = parser.parse_args(argv)
+    if not args.report_only:
+        for name in args.only:
+            module = importlib.import_module(SECTIONS[name])
+            print(f"== {name}", flush=True)
+            module.main(["--quick"] if args.quick else [])
+    print(f"wrote {write_report()}")
+
+
+if __name__ == "__main__":
+    main()

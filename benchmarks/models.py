@@ -1,0 +1,89 @@
+"""Benchmark models: Neal's funnel (10-D), a 2-D dual moon, eight schools (centred) and a
+logistic regression with 25 features. Data are generated with fixed seeds."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax.scipy.special import logsumexp
+
+
+def funnel(dim: int = 10):
+    """Neal's funnel: v ~ N(0, 3^2), x_i | v ~ N(0, e^v). Normalised: -ELBO = KL(q||p)."""
+    v = numpyro.sample("v", dist.Normal(0.0, 3.0))
+    numpyro.sample("x", dist.Normal(0.0, jnp.exp(v / 2)).expand([dim - 1]).to_event(1))
+
+
+def dual_moon_log_density(z):
+    """Unnormalised log density of the dual moon (Rezende and Mohamed 2015, U_3-style)."""
+    radius = jnp.linalg.norm(z, axis=-1)
+    ring = -0.5 * ((radius - 2.0) / 0.4) ** 2
+    modes = logsumexp(
+        jnp.stack([-0.5 * ((z[..., 0] - 2.0) / 0.6) ** 2, -0.5 * ((z[..., 0] + 2.0) / 0.6) ** 2]),
+        axis=0,
+    )
+    return ring + modes
+
+
+def dual_moon():
+    z = numpyro.sample("z", dist.ImproperUniform(dist.constraints.real_vector, (), (2,)))
+    numpyro.factor("moon", dual_moon_log_density(z))
+
+
+def dual_moon_log_normaliser(grid_points: int = 2001, half_width: float = 6.0) -> float:
+    """log of the dual moon's normalising constant, by quadrature on a fine grid."""
+    t = np.linspace(-half_width, half_width, grid_points)
+    zz = np.stack(np.meshgrid(t, t, indexing="ij"), -1)
+    log_density = np.asarray(dual_moon_log_density(jnp.asarray(zz)), np.float64)
+    cell = (t[1] - t[0]) ** 2
+    peak = log_density.max()
+    return float(peak + np.log(np.exp(log_density - peak).sum() * cell))
+
+
+SCHOOLS = {
+    "y": np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]),
+    "sigma": np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]),
+}
+
+
+def eight_schools_centered(y=SCHOOLS["y"], sigma=SCHOOLS["sigma"]):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
+    with numpyro.plate("school", len(y)):
+        theta = numpyro.sample("theta", dist.Normal(mu, tau))
+        numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+
+
+def logistic_data(num_data: int = 500, num_features: int = 25, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(num_data, num_features))
+    w = rng.normal(size=num_features) * 0.5
+    y = (rng.uniform(size=num_data) < 1 / (1 + np.exp(-(x @ w - 0.3)))).astype(np.float64)
+    return {"x": x, "y": y}
+
+
+LOGISTIC = logistic_data()
+
+
+def logistic_regression(x=LOGISTIC["x"], y=LOGISTIC["y"]):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    b = numpyro.sample("b", dist.Normal(0.0, 2.0))
+    with numpyro.plate("data", x.shape[0]):
+        numpyro.sample("y", dist.Bernoulli(logits=x @ w + b), obs=y)
+
+
+# name -> (model, log normaliser if known: -ELBO - log Z = KL)
+MODELS = {
+    "funnel10": (funnel, 0.0),
+    "dual_moon": (dual_moon, None),  # filled lazily: quadrature
+    "eight_schools_centered": (eight_schools_centered, None),
+    "logistic25": (logistic_regression, None),
+}
+
+
+def log_normaliser(name: str) -> float | None:
+    if name == "dual_moon":
+        return dual_moon_log_normaliser()
+    return MODELS[name][1]

@@ -1,0 +1,185 @@
+"""Accuracy against posteriordb reference posteriors.
+
+For each posterior and guide: fit (20 000 SVI steps, 4 particles, Adam with cosine decay
+5e-3 -> 5e-5, the README's baseline recipe) with two seeds, draw 10 000 posterior samples
+and score every scalar parameter against the reference draws:
+
+* standardised mean error ``|mean_q - mean_ref| / sd_ref``;
+* log sd ratio ``|log(sd_q / sd_ref)|``;
+
+reporting the worst over parameters (and the worse of the seeds). A guide passes at
+0.1 / 0.1. NeuTra-NUTS with a trained guide is scored the same way.
+
+    python -m benchmarks.posteriordb.run [--quick] [--guides ...] [--posteriors ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import numpyro
+
+numpyro.enable_x64()
+
+from numpyro.infer import autoguide  # noqa: E402
+
+from benchmarks.common import cosine_adam, fit_svi, write_json  # noqa: E402
+from benchmarks.posteriordb.models import MODELS  # noqa: E402
+from numpyro_flows import AutoIAF, AutoNeuralSpline, AutoRealNVP, neutra_nuts  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+TOLERANCE = 0.1
+
+GUIDES = {
+    "numpyro.AutoIAFNormal": lambda m: autoguide.AutoIAFNormal(m),
+    "numpyro.AutoMultivariateNormal": lambda m: autoguide.AutoMultivariateNormal(m),
+    "AutoIAF": lambda m: AutoIAF(m),
+    "AutoRealNVP": lambda m: AutoRealNVP(m),
+    "AutoNeuralSpline": lambda m: AutoNeuralSpline(m),
+    "AutoNeuralSpline(coupling)": lambda m: AutoNeuralSpline(m, coupling=True),
+    "AutoIAF(full)": lambda m: AutoIAF(m, affine="full"),
+    "AutoNeuralSpline(full)": lambda m: AutoNeuralSpline(m, affine="full"),
+    "AutoIAF(full,laplace)": lambda m: AutoIAF(m, affine="full", warm_start="laplace"),
+    "AutoNeuralSpline(full,laplace)": lambda m: AutoNeuralSpline(
+        m, affine="full", warm_start="laplace"
+    ),
+    "AutoNeuralSpline(laplace)": lambda m: AutoNeuralSpline(m, warm_start="laplace"),
+}
+
+
+def load(name: str):
+    with gzip.open(DATA / f"{name}.data.json.gz", "rt") as f:
+        data = json.load(f)
+    reference = json.loads((DATA / f"{name}.reference.json").read_text())["parameters"]
+    return data, reference
+
+
+def scalar_draws(draws: dict) -> dict:
+    """``{site: (S, ...)}`` to ``{stan_name: (S,)}`` with 1-based ``[i]`` indices."""
+    out = {}
+    for site, values in draws.items():
+        values = np.asarray(values, np.float64)
+        if values.ndim == 1:
+            out[site] = values
+            continue
+        flat = values.reshape(values.shape[0], -1)
+        for i in range(flat.shape[1]):
+            index = np.unravel_index(i, values.shape[1:])
+            out[f"{site}[{','.join(str(j + 1) for j in index)}]"] = flat[:, i]
+    return out
+
+
+def score(draws: dict, reference: dict) -> dict:
+    scalars = scalar_draws(draws)
+    missing = set(reference) - set(scalars)
+    if missing:
+        raise KeyError(f"draws lack reference parameters {sorted(missing)}")
+    mean_err = {p: abs(scalars[p].mean() - r["mean"]) / r["sd"] for p, r in reference.items()}
+    sd_err = {p: abs(np.log(scalars[p].std(ddof=1) / r["sd"])) for p, r in reference.items()}
+    worst_mean = max(mean_err, key=mean_err.get)
+    worst_sd = max(sd_err, key=sd_err.get)
+    return {
+        "mean_error": mean_err[worst_mean],
+        "mean_error_param": worst_mean,
+        "log_sd_ratio": sd_err[worst_sd],
+        "log_sd_ratio_param": worst_sd,
+    }
+
+
+def run_guide(name, guide_name, steps, seeds, num_draws=10_000, neutra=False):
+    data, reference = load(name)
+    model = MODELS[name]
+    rows = []
+    for seed in seeds:
+        guide = GUIDES[guide_name](model)
+        params, losses, seconds, ok = fit_svi(
+            model,
+            guide,
+            steps=steps,
+            optimizer=cosine_adam(5e-3, 5e-5, steps),
+            particles=4,
+            seed=seed,
+            model_kwargs=data,
+        )
+        row = {"seed": seed, "fit_seconds": seconds, "finite": ok, "final_loss": float(losses[-1])}
+        if ok:
+            draws = guide.sample_posterior(
+                jax.random.key(seed + 100), params, sample_shape=(num_draws,), **data
+            )
+            row.update(score(draws, reference))
+            if neutra:
+                t0 = time.perf_counter()
+                result = neutra_nuts(
+                    jax.random.key(seed + 200),
+                    guide,
+                    params,
+                    num_warmup=1000,
+                    num_samples=1000,
+                    num_chains=4,
+                    chain_method="vectorized",
+                    progress_bar=False,
+                    khat_samples=0,
+                    **data,
+                )
+                flat = {
+                    k: np.asarray(v).reshape((-1,) + v.shape[2:]) for k, v in result.samples.items()
+                }
+                neutra_score = score(flat, reference)
+                row["neutra"] = {
+                    **neutra_score,
+                    "seconds": time.perf_counter() - t0,
+                    "divergences": int(np.sum(result.sample_stats["diverging"])),
+                }
+        rows.append(row)
+    return rows
+
+
+def summarise(rows):
+    finite = [r for r in rows if r["finite"]]
+    if len(finite) < len(rows):
+        return {"mean_error": float("inf"), "log_sd_ratio": float("inf"), "passes": False}
+    mean_error = max(r["mean_error"] for r in rows)
+    log_sd = max(r["log_sd_ratio"] for r in rows)
+    return {
+        "mean_error": mean_error,
+        "log_sd_ratio": log_sd,
+        "passes": mean_error <= TOLERANCE and log_sd <= TOLERANCE,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--posteriors", nargs="*", default=list(MODELS))
+    parser.add_argument("--guides", nargs="*", default=list(GUIDES))
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
+    parser.add_argument("--neutra", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="2 000 steps, one seed")
+    parser.add_argument("--out", default="posteriordb")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.seeds = 2000, [0]
+    results = {}
+    for name in args.posteriors:
+        results[name] = {}
+        for guide_name in args.guides:
+            rows = run_guide(name, guide_name, args.steps, args.seeds, neutra=args.neutra)
+            summary = summarise(rows)
+            results[name][guide_name] = {"summary": summary, "runs": rows}
+            print(
+                f"{name:42s} {guide_name:28s} mean err {summary['mean_error']:.3f} "
+                f"log sd {summary['log_sd_ratio']:.3f} {'PASS' if summary['passes'] else 'fail'}",
+                flush=True,
+            )
+    write_json(args.out, {"steps": args.steps, "seeds": args.seeds, "results": results})
+    return results
+
+
+if __name__ == "__main__":
+    main()

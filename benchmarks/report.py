@@ -1,0 +1,165 @@
+"""Builds ``benchmarks/RESULTS.md`` from the JSON files in ``benchmarks/results/``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+OURS = ("AutoIAF", "AutoRealNVP", "AutoNeuralSpline", "AutoNeuralSpline(coupling)")
+
+
+def _load(name):
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(x, digits=3):
+    if x is None:
+        return "–"
+    if isinstance(x, str):
+        return x
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)
+    return f"{x:.{digits}f}"
+
+
+def _machine(payload):
+    m = payload["machine"]
+    return (
+        f"*Measured {m['date']} on {m['device']} ({m['cores']} cores, {m['cpu']}), "
+        f"jax {m['jax']}, numpyro {m['numpyro']}.*\n"
+    )
+
+
+def speed_section(p) -> str:
+    lines = ["## SVI speed\n", _machine(p)]
+    lines.append(
+        f"Median step time after compile ({p['particles']} ELBO particles; rounds "
+        "interleaved across guides in one process) and first-step time (set-up + compile). "
+        "Ratio: per-round step time over NumPyro's `AutoIAFNormal`, median over rounds.\n"
+    )
+    for model, rows in p["step_time"].items():
+        lines.append(
+            f"\n**{model}**\n\n| guide | step (µs) | ratio to AutoIAFNormal | first step (s) |"
+        )
+        lines.append("|---|---:|---:|---:|")
+        for name, r in rows.items():
+            lines.append(
+                f"| {name} | {r['step_us']:.0f} | {_fmt(r['ratio_to_numpyro_iaf'], 2)} | "
+                f"{r['compile_s']:.2f} |"
+            )
+    depth = p["compile_vs_depth"]
+    names = list(depth)
+    depths = list(depth[names[0]])
+    lines.append("\n**Compile time against depth** (first SVI step, funnel 10-D, seconds)\n")
+    lines.append("| layers | " + " | ".join(names) + " | AutoIAF / AutoIAFNormal |")
+    lines.append("|---:|" + "---:|" * (len(names) + 1))
+    for d in depths:
+        ratio = depth["AutoIAF"][d] / depth["numpyro.AutoIAFNormal"][d]
+        lines.append(
+            f"| {d} | " + " | ".join(f"{depth[n][d]:.2f}" for n in names) + f" | {ratio:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def quality_section(p) -> str:
+    lines = ["## Quality at an equal wall-clock budget\n", _machine(p)]
+    lines.append(
+        f"Budget: the time of {p['budget']}. Each guide trains as many steps as fit in it; "
+        "medians over seeds. KL = −ELBO − log Z where the normaliser is known.\n"
+    )
+    for model, block in p["models"].items():
+        lines.append(f"\n**{model}** (budget {block['budget_seconds']:.2f} s)\n")
+        lines.append(
+            "| guide | steps | ELBO (Adam 3e-3) | KL | k-hat | ELBO (cosine) | KL | k-hat |"
+        )
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for name, row in block["guides"].items():
+            a, c = row["recipes"]["adam3e-3"], row["recipes"]["cosine3e-3"]
+            lines.append(
+                f"| {name} | {row['steps']} | {_fmt(a['elbo'])} | {_fmt(a['kl'])} | "
+                f"{_fmt(a['khat'], 2)} | {_fmt(c['elbo'])} | {_fmt(c['kl'])} | "
+                f"{_fmt(c['khat'], 2)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def neutra_section(p) -> str:
+    lines = ["## NeuTra-NUTS vs NUTS\n", _machine(p)]
+    lines.append(
+        f"{p['chains']} chains × ({p['warmup']} warmup + {p['draws']} draws); guides trained "
+        f"{p['svi_steps']} SVI steps. ESS: ArviZ bulk ESS, minimum over parameters.\n"
+    )
+    for model, rows in p["results"].items():
+        lines.append(f"\n**{model}**\n")
+        lines.append(
+            "| sampler | min ESS | ESS / gradient | ratio to NUTS | ESS / s | divergences | "
+            "max r-hat | guide k-hat |"
+        )
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for name, r in rows.items():
+            if "error" in r:
+                lines.append(f"| {name} | {r['error']} | | | | | | |")
+                continue
+            lines.append(
+                f"| {name} | {r['min_bulk_ess']:.0f} | {r['ess_per_gradient']:.4f} | "
+                f"{_fmt(r.get('ess_per_gradient_ratio'), 1)} | {r['ess_per_second']:.1f} | "
+                f"{r['divergences']} | {r['max_rhat']:.3f} | {_fmt(r.get('khat'), 2)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def posteriordb_section(p) -> str:
+    lines = ["## Accuracy against posteriordb reference posteriors\n", _machine(p)]
+    lines.append(
+        f"{p['steps']} SVI steps, 4 particles, Adam with cosine decay 5e-3 → 5e-5, seeds "
+        f"{p['seeds']}; 10 000 draws. Worst over parameters of |mean − ref mean| / ref sd "
+        "and |log(sd / ref sd)|, the worse of the seeds; pass at 0.1 / 0.1.\n"
+    )
+    for posterior, rows in p["results"].items():
+        lines.append(f"\n**{posterior}**\n")
+        lines.append(
+            "| guide | worst mean error | worst log sd ratio | pass | NeuTra mean err | "
+            "NeuTra log sd |"
+        )
+        lines.append("|---|---:|---:|:---:|---:|---:|")
+        for name, r in rows.items():
+            s = r["summary"]
+            neutra = [run.get("neutra") for run in r["runs"] if run.get("neutra")]
+            nm = max((n["mean_error"] for n in neutra), default=None)
+            ns = max((n["log_sd_ratio"] for n in neutra), default=None)
+            lines.append(
+                f"| {name} | {_fmt(s['mean_error'])} | {_fmt(s['log_sd_ratio'])} | "
+                f"{'✓' if s['passes'] else '✗'} | {_fmt(nm)} | {_fmt(ns)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+SECTIONS = {
+    "speed": speed_section,
+    "quality": quality_section,
+    "neutra": neutra_section,
+    "posteriordb": posteriordb_section,
+}
+
+
+def write_report() -> Path:
+    parts = [
+        "# Benchmark results\n",
+        "Regenerate with `python -m benchmarks` (full) or `python -m benchmarks --quick`; "
+        "this file is rebuilt from `benchmarks/results/*.json`. The machine is shared and "
+        "noisy: timings are medians, comparisons are ratios measured in one process.\n",
+    ]
+    for name, render in SECTIONS.items():
+        payload = _load(name)
+        if payload:
+            parts.append(render(payload))
+    for extra in ("density", "scaling"):
+        md = RESULTS / f"{extra}.md"
+        if md.exists():
+            parts.append(md.read_text())
+    out = HERE / "RESULTS.md"
+    out.write_text("\n".join(parts))
+    return out

@@ -1,0 +1,103 @@
+"""Laplace warm start: the posterior mode and the curvature there, to centre and shape a
+guide before SVI.
+
+The mode is found with L-BFGS (``optax.lbfgs`` with a zoom line search) on the model's
+potential in the unconstrained space; the curvature is the autodiff Hessian there. A
+Gaussian ``N(mode, H^{-1})`` is the Laplace approximation (e.g. Bishop 2006, sec. 4.4);
+flow guides start from it and learn what is not Gaussian. On posteriors that are nearly
+Gaussian but badly scaled or strongly correlated (regressions with collinear predictors)
+this saves SVI most of its work: Adam, a diagonal preconditioner, crawls along such
+directions.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class LaplaceResult(NamedTuple):
+    """The mode and the Laplace scale.
+
+    Attributes:
+        loc: the mode ``(D,)`` (or the last iterate if the search did not converge).
+        scale_tril: lower Cholesky factor of the inverse Hessian ``(D, D)``, or ``None``
+            where the Hessian is not finite and positive definite (no usable curvature).
+        converged: the gradient norm fell below the tolerance.
+        iterations: L-BFGS iterations used.
+        grad_norm: the final gradient norm.
+    """
+
+    loc: jnp.ndarray
+    scale_tril: jnp.ndarray | None
+    converged: bool
+    iterations: int
+    grad_norm: float
+
+
+def _minimise(potential, z0, max_iterations: int, tolerance: float):
+    solver = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(potential)
+
+    def step(carry):
+        z, state = carry
+        value, grad = value_and_grad(z, state=state)
+        updates, state = solver.update(grad, state, z, value=value, grad=grad, value_fn=potential)
+        return optax.apply_updates(z, updates), state
+
+    def keep_going(carry):
+        z, state = carry
+        count = optax.tree.get(state, "count")
+        grad_norm = optax.tree.norm(optax.tree.get(state, "grad"))
+        finite = (
+            jnp.isfinite(optax.tree.get(state, "value"))
+            & jnp.isfinite(grad_norm)
+            & jnp.all(jnp.isfinite(z))
+        )
+        return (count == 0) | ((count < max_iterations) & (grad_norm >= tolerance) & finite)
+
+    z, state = jax.lax.while_loop(keep_going, step, (z0, solver.init(z0)))
+    return z, optax.tree.get(state, "count"), optax.tree.norm(optax.tree.get(state, "grad"))
+
+
+def laplace_approximation(
+    potential_fn, z0, *, max_iterations: int = 1000, tolerance: float | None = None
+) -> LaplaceResult:
+    """Mode and Laplace scale of ``exp(-potential_fn)``.
+
+    Args:
+        potential_fn: ``(D,) -> scalar``, the negative log density (unconstrained).
+        z0: starting point ``(D,)``.
+        max_iterations: L-BFGS iteration cap.
+        tolerance: gradient-norm tolerance (default ``sqrt(eps)`` of the dtype).
+
+    Returns:
+        A :class:`LaplaceResult`. ``scale_tril`` is ``None`` when the Hessian at the end
+        point is not finite and positive definite, e.g. when there is no mode (the
+        density grows without bound, as at a funnel's neck).
+    """
+    z0 = jnp.asarray(z0)
+    if tolerance is None:
+        # sqrt(eps): 1.5e-8 in float64, 3.5e-4 in float32.
+        tolerance = float(jnp.sqrt(jnp.finfo(z0.dtype).eps))
+    z, count, grad_norm = jax.jit(_minimise, static_argnums=(0, 2, 3))(
+        potential_fn, z0, max_iterations, tolerance
+    )
+    converged = bool(grad_norm < tolerance) and bool(jnp.all(jnp.isfinite(z)))
+    scale_tril = None
+    if bool(jnp.all(jnp.isfinite(z))):
+        hessian = jax.jit(jax.hessian(potential_fn))(z)
+        hessian = 0.5 * (hessian + hessian.T)
+        if bool(jnp.all(jnp.isfinite(hessian))):
+            eigenvalues, vectors = jnp.linalg.eigh(hessian)
+            if bool(eigenvalues.min() > 0):
+                covariance = (vectors / eigenvalues) @ vectors.T
+                chol = jnp.linalg.cholesky(0.5 * (covariance + covariance.T))
+                scale_tril = chol if bool(jnp.all(jnp.isfinite(chol))) else None
+    return LaplaceResult(z, scale_tril, converged, int(count), float(grad_norm))
+
+
+__all__ = ["LaplaceResult", "laplace_approximation"]
