@@ -1,10 +1,12 @@
 """Normalizing flows for NumPyro: flow bijections, flow autoguides for SVI, NeuTra HMC,
 PSIS diagnostics and ArviZ export."""
 
-from numpyro_flows import bijections, diagnostics, flows, nn
+from numpyro_flows import bijections, diagnostics, flows, monitoring, nn
+from numpyro_flows.arviz import to_inference_data
 from numpyro_flows.autoguides import AutoFlow, AutoIAF, AutoNeuralSpline, AutoRealNVP
 from numpyro_flows.diagnostics import psis_diagnostic, psis_resample
 from numpyro_flows.flows import Flow
+from numpyro_flows.monitoring import run_svi_with_khat
 from numpyro_flows.neutra import neutra_nuts, neutra_reparam
 from numpyro_flows.serialization import load_guide, save_guide
 
@@ -20,10 +22,13 @@ __all__ = [
     "diagnostics",
     "flows",
     "load_guide",
+    "monitoring",
     "neutra_nuts",
     "neutra_reparam",
     "nn",
     "psis_diagnostic",
     "psis_resample",
+    "run_svi_with_khat",
     "save_guide",
+    "to_inference_data",
 ]

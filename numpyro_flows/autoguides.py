@@ -65,9 +65,13 @@ class AutoFlow(AutoContinuous):
             scale, capturing linear correlations directly; ``O(D^2)`` parameters).
         warm_start: ``None``, or ``"laplace"``: before SVI, find the posterior mode with
             L-BFGS (from ``init_loc_fn``'s point) and start the guide as the Laplace
-            approximation there (loc at the mode, affine scale from the inverse Hessian;
-            see :mod:`numpyro_flows.laplace`). Where there is no mode or no positive
-            curvature it falls back to ``init_loc_fn`` / ``init_scale`` with a warning.
+            approximation there (see :mod:`numpyro_flows.laplace`). The affine layer then
+            works in the Laplace frame, ``x = mode + L (loc + scale * flow(z))`` with
+            ``L L^T`` the inverse Hessian, ``loc = 0`` and ``scale = 1`` at the start
+            (``guide.frame`` holds ``(mode, L)``): SVI's steps are then measured in
+            posterior standard deviations, which keeps badly scaled, strongly correlated
+            posteriors (collinear regressions) accurate. Where there is no mode or no
+            positive curvature it centres at the end point with ``init_scale``, warning.
         create_plates: as in :class:`~numpyro.infer.autoguide.AutoGuide`.
 
     Example::
@@ -103,7 +107,7 @@ class AutoFlow(AutoContinuous):
         self.flow = flow
         self.warm_start = warm_start
         self.laplace = None  # the LaplaceResult of a warm start, for inspection
-        self._init_scale_tril = None
+        self.frame = None  # (loc, scale_tril) the affine layer is relative to, see below
         self._init_scale = float(init_scale)
         self.affine = affine
         self._latent_layout = None
@@ -166,7 +170,13 @@ class AutoFlow(AutoContinuous):
                 stacklevel=4,
             )
             return
-        self._init_scale_tril = result.scale_tril
+        # The learnable affine layer now lives in the whitened frame of the Laplace
+        # approximation: x = mode + L (loc + scale * flow(z)), loc = 0 and scale = 1 at
+        # the start. Adam's steps, about the learning rate in size whatever the gradient,
+        # are then steps in posterior standard deviations: a coordinate with a tiny
+        # posterior sd (a regression coefficient among collinear predictors) is not
+        # jittered by more than its own width.
+        self.frame = (result.loc, result.scale_tril)
 
     # ------------------------------------------------------------------ the posterior
     def _flow_params(self):
@@ -177,28 +187,36 @@ class AutoFlow(AutoContinuous):
         )
 
     def _affine(self):
-        loc = numpyro.param(f"{self.prefix}_loc", self._init_latent)
-        dtype = jnp.result_type(loc)
-        init_tril = self._init_scale_tril
-        if init_tril is None:
-            init_tril = jnp.identity(self.latent_dim, dtype) * self._init_scale
+        """The learnable affine layer (and the fixed warm-start frame after it)."""
+        dtype = jnp.result_type(self._init_latent)
+        dim = self.latent_dim
+        if self.frame is None:
+            init_loc, init_scale = self._init_latent, self._init_scale
+        else:
+            init_loc, init_scale = jnp.zeros(dim, dtype), 1.0
+        loc = numpyro.param(f"{self.prefix}_loc", init_loc)
         if self.affine == "full":
             scale_tril = numpyro.param(
                 f"{self.prefix}_scale_tril",
-                init_tril.astype(dtype),
+                jnp.identity(dim, dtype) * init_scale,
                 constraint=constraints.scaled_unit_lower_cholesky,
             )
-            return LowerCholeskyAffine(loc, scale_tril)
-        scale = numpyro.param(
-            f"{self.prefix}_scale",
-            jnp.linalg.norm(init_tril, axis=-1).astype(dtype),  # marginal sds
-            constraint=constraints.softplus_positive,
-        )
-        return IndependentTransform(AffineTransform(loc, scale), 1)
+            layers = [LowerCholeskyAffine(loc, scale_tril)]
+        else:
+            scale = numpyro.param(
+                f"{self.prefix}_scale",
+                jnp.full(dim, init_scale, dtype),
+                constraint=constraints.softplus_positive,
+            )
+            layers = [IndependentTransform(AffineTransform(loc, scale), 1)]
+        if self.frame is not None:
+            frame_loc, frame_tril = (jnp.asarray(a, dtype) for a in self.frame)
+            layers.append(LowerCholeskyAffine(frame_loc, frame_tril))
+        return layers
 
     def _get_posterior(self):
         flow_transform = self.flow.transform(self._flow_params())
-        return dist.TransformedDistribution(self.get_base_dist(), [flow_transform, self._affine()])
+        return dist.TransformedDistribution(self.get_base_dist(), [flow_transform, *self._affine()])
 
     def get_base_dist(self):
         return dist.Normal(

@@ -20,7 +20,13 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.reparam import NeuTraReparam
 
-from numpyro_flows.diagnostics import KHAT_BAD, _ensure_setup, _require_continuous, psis_diagnostic
+from numpyro_flows.diagnostics import (
+    KHAT_BAD,
+    MIN_PSIS_SAMPLES,
+    _ensure_setup,
+    _require_continuous,
+    psis_diagnostic,
+)
 
 EXTRA_FIELDS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy")
 
@@ -37,6 +43,7 @@ class NeuTraResult(NamedTuple):
         khat: the guide's PSIS k-hat measured before sampling (``None`` if skipped).
         mcmc: the :class:`numpyro.infer.MCMC` object (for ``print_summary`` etc.).
         reparam: the :class:`numpyro.infer.reparam.NeuTraReparam` used.
+        model_args, model_kwargs: the model's arguments the run was given.
     """
 
     samples: dict
@@ -44,6 +51,8 @@ class NeuTraResult(NamedTuple):
     khat: float | None
     mcmc: MCMC
     reparam: NeuTraReparam
+    model_args: tuple = ()
+    model_kwargs: dict = {}
 
 
 def neutra_reparam(guide, params) -> NeuTraReparam:
@@ -92,6 +101,11 @@ def neutra_nuts(
         nuts_kwargs: extra arguments for :class:`numpyro.infer.NUTS`.
     """
     _require_continuous(guide)
+    if khat_samples and khat_samples < MIN_PSIS_SAMPLES:
+        raise ValueError(
+            f"khat_samples must be 0 (skip the check) or at least {MIN_PSIS_SAMPLES}, got "
+            f"{khat_samples}."
+        )
     _ensure_setup(guide, args, kwargs)
     key_khat, key_mcmc = jax.random.split(rng_key)
     khat = None
@@ -124,7 +138,7 @@ def neutra_nuts(
         for name, value in mcmc.get_samples(group_by_chain=True).items()
         if name != shared
     }
-    return NeuTraResult(samples, nuts_sample_stats(mcmc), khat, mcmc, reparam)
+    return NeuTraResult(samples, nuts_sample_stats(mcmc), khat, mcmc, reparam, args, kwargs)
 
 
 def nuts_sample_stats(mcmc: MCMC) -> dict:

@@ -1,0 +1,174 @@
+"""PSIS diagnostics: k-hat on Neal's funnel, weights, evidence, resampling, k-hat monitoring."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+from models import funnel, normal_normal, normal_normal_exact
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
+from scipy.special import logsumexp
+
+from numpyro_flows import AutoNeuralSpline
+from numpyro_flows.arviz import to_inference_data
+from numpyro_flows.diagnostics import (
+    khat_threshold,
+    log_ratio_fn,
+    psis_diagnostic,
+    psis_from_log_ratios,
+    psis_resample,
+)
+from numpyro_flows.monitoring import run_svi_with_khat
+
+
+def median_khat(guide, params, *args, num_samples=2000, repeats=5, seed=100):
+    """k-hat is noisy when the weights are heavy-tailed: the median of a few estimates."""
+    draw = log_ratio_fn(guide, *args, num_samples=num_samples)
+    khats = []
+    for i in range(repeats):
+        _, log_p, log_q = draw(jax.random.key(seed + i), params)
+        khats.append(psis_from_log_ratios(np.asarray(log_p) - np.asarray(log_q)).khat)
+    return float(np.median(khats)), np.round(khats, 2)
+
+
+@pytest.fixture(scope="module")
+def funnel_guides():
+    mean_field = AutoDiagonalNormal(funnel)
+    svi = SVI(funnel, mean_field, optax.adam(1e-2), Trace_ELBO())
+    mf_params = svi.run(jax.random.key(0), 1000, progress_bar=False).params
+    spline = AutoNeuralSpline(funnel, init_scale=1.0)
+    svi = SVI(funnel, spline, optax.adam(1e-2), Trace_ELBO(num_particles=4))
+    spline_params = svi.run(jax.random.key(0), 2000, progress_bar=False).params
+    return (mean_field, mf_params), (spline, spline_params)
+
+
+def test_funnel_khat_mean_field_is_bad_and_a_trained_spline_is_better(funnel_guides):
+    (mean_field, mf_params), (spline, spline_params) = funnel_guides
+    khat_mf, all_mf = median_khat(mean_field, mf_params)
+    khat_spline, all_spline = median_khat(spline, spline_params)
+    print(f"funnel k-hat: mean-field {khat_mf:.2f} {all_mf}, spline {khat_spline:.2f} {all_spline}")
+    assert khat_mf > 0.7
+    assert khat_spline < khat_mf
+
+
+def test_export_of_a_model_without_observations(funnel_guides):
+    (mean_field, params), _ = funnel_guides
+    idata = to_inference_data(mean_field, params, rng_key=jax.random.key(3), num_samples=200)
+    assert set(idata.groups()) == {"posterior", "sample_stats"}
+    assert idata.posterior["v"].dims == ("chain", "draw")
+    assert idata.posterior["x"].dims == ("chain", "draw", "x_dim_0")
+    assert idata.posterior["x"].shape == (1, 200, 4)
+    assert (
+        idata.sample_stats.attrs["psis_khat"]
+        == psis_from_log_ratios(
+            (idata.sample_stats["lp"] - idata.sample_stats["log_q"]).values[0]
+        ).khat
+    )
+
+
+# ---------------------------------------------------------------------- PSIS on known ratios
+def gaussian_log_ratios(target_scale, num_samples=4000):
+    """log N(x | 0, s^2) - log N(x | 0, 1) at x ~ N(0, 1): k = 1 - 1/s^2 for s > 1."""
+    x = np.random.default_rng(0).normal(size=num_samples)
+    return -0.5 * (x / target_scale) ** 2 - np.log(target_scale) + 0.5 * x**2
+
+
+def test_khat_separates_light_and_heavy_tailed_weights():
+    light = psis_from_log_ratios(gaussian_log_ratios(0.5))
+    heavy = psis_from_log_ratios(gaussian_log_ratios(3.0))
+    assert light.khat < 0.5 < 0.7 < heavy.khat
+    assert heavy.ess < light.ess <= 4000
+    for result in (light, heavy):
+        np.testing.assert_allclose(logsumexp(result.log_weights), 0.0, atol=1e-10)
+    # Both targets are normalised densities: the evidence is 1.
+    np.testing.assert_allclose(light.log_evidence, 0.0, atol=0.05)
+
+
+def test_nonfinite_ratios_get_zero_weight():
+    log_ratios = gaussian_log_ratios(0.8, num_samples=200)
+    log_ratios[:3] = [np.nan, -np.inf, np.nan]
+    result = psis_from_log_ratios(log_ratios)
+    assert np.all(result.log_weights[:3] == -np.inf)
+    assert np.all(np.isfinite(result.log_weights[3:]))
+    np.testing.assert_allclose(logsumexp(result.log_weights), 0.0, atol=1e-10)
+    with pytest.raises(ValueError, match="not finite at any guide draw"):
+        psis_from_log_ratios(np.full(100, np.nan))
+
+
+def test_equal_ratios_mean_an_exact_guide_and_small_samples_are_refused():
+    result = psis_from_log_ratios(np.full(100, -2.0))
+    assert result.khat == -np.inf
+    np.testing.assert_allclose(result.ess, 100.0)
+    np.testing.assert_allclose(result.log_evidence, -2.0)
+    with pytest.raises(ValueError, match="at least 21 draws"):
+        psis_from_log_ratios(np.zeros(20))
+
+
+def test_khat_threshold_follows_vehtari_et_al():
+    np.testing.assert_allclose(khat_threshold(100), 0.5)
+    np.testing.assert_allclose(khat_threshold(1000), 2 / 3)
+    assert khat_threshold(10**6) == 0.7
+
+
+# ---------------------------------------------------------------------- a real SVI run
+@pytest.fixture(scope="module")
+def normal_run():
+    """Conjugate model with a guide family that contains the posterior, monitored."""
+    guide = AutoDiagonalNormal(normal_normal)
+    svi = SVI(normal_normal, guide, optax.adam(2e-2), Trace_ELBO())
+    result = run_svi_with_khat(
+        jax.random.key(0),
+        svi,
+        4000,
+        check_every=100,
+        num_samples=1000,
+        stop_below=0.3,
+        progress_bar=False,
+    )
+    return guide, result
+
+
+def test_khat_monitoring_stops_once_the_fit_is_good(normal_run):
+    _, result = normal_run
+    print(
+        "k-hat checks:", dict(zip(result.check_steps.tolist(), np.round(result.khats, 2).tolist()))
+    )
+    num_checks = len(result.check_steps)
+    assert 1 < num_checks < 40  # stopped early, after more than one check
+    np.testing.assert_array_equal(result.check_steps, 100 * np.arange(1, num_checks + 1))
+    assert result.losses.shape == (result.check_steps[-1],)
+    assert result.khats[-1] < 0.3
+    assert np.all(result.khats[:-1] >= 0.3)
+    assert result.khats.shape == result.ess.shape == (num_checks,)
+    assert set(result.params) == {"auto_loc", "auto_scale"}
+
+
+def test_evidence_and_resampled_draws_match_the_exact_posterior(normal_run):
+    guide, result = normal_run
+    post_mean, post_sd, log_evidence = normal_normal_exact()
+    psis = psis_diagnostic(jax.random.key(1), guide, result.params, num_samples=4000)
+    assert psis.khat < 0.5
+    assert psis.ess > 1000
+    assert psis.latent.shape == (4000, 1)
+    assert psis.log_p.shape == psis.log_q.shape == psis.log_weights.shape == (4000,)
+    np.testing.assert_allclose(psis.log_evidence, log_evidence, atol=0.05)
+    draws = psis_resample(jax.random.key(2), guide, result.params, num_samples=4000)
+    assert draws["mu"].shape == (4000,)
+    np.testing.assert_allclose(np.mean(draws["mu"]), post_mean, atol=4 * post_sd / np.sqrt(1000))
+    np.testing.assert_allclose(np.std(draws["mu"]), post_sd, rtol=0.1)
+
+
+def test_bad_input_gets_an_error_naming_the_fix(normal_run):
+    guide, result = normal_run
+    key = jax.random.key(0)
+    with pytest.raises(TypeError, match="AutoContinuous"):
+        psis_diagnostic(key, AutoNormal(normal_normal), result.params)
+    with pytest.raises(ValueError, match="has not been trained"):
+        psis_diagnostic(key, guide, {})
+    with pytest.raises(TypeError, match="result.params"):
+        psis_diagnostic(key, guide, result)
+    with pytest.raises(ValueError, match="at least 21 draws"):
+        psis_diagnostic(key, guide, result.params, num_samples=10)
+    svi = SVI(normal_normal, guide, optax.adam(1e-2), Trace_ELBO())
+    with pytest.raises(ValueError, match="check_every"):
+        run_svi_with_khat(key, svi, 10, check_every=0, progress_bar=False)
