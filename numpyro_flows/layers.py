@@ -47,18 +47,27 @@ class Layer:
     """Base class of layer specs; see the module docstring for the protocol."""
 
     def init(self, rng_key, dim: int, context_dim: int = 0, dtype=None) -> Any:
+        """Fresh parameters (a pytree of arrays) for events of size ``dim``; the bijection
+        built from them is the identity (or close to it)."""
         raise NotImplementedError
 
     def init_state(self, dim: int, dtype=None) -> Any:
+        """Non-trainable state (running statistics), or ``None`` when the layer has none."""
         return None
 
     def build(self, params, context=None, state=None, training: bool = False):
+        """The :class:`~numpyro_flows.bijections.Bijection` for ``params`` (and a context,
+        state, training flag where the layer uses them)."""
         raise NotImplementedError
 
     def event_size(self, params) -> int:
+        """The event size ``D`` that ``params`` were initialised for."""
         raise NotImplementedError
 
     def propagate(self, params, state, y, context=None, op="data_init", momentum=0.1):
+        """Pushes data ``y`` from the target side to the base side: returns
+        ``(params, state, x)``, where a data-dependent layer may update its params
+        (``op="data_init"``) or state (``op="update_state"``) from what reaches it."""
         x = self.build(params, context, state).inverse_and_log_det(y)[0]
         return params, state, x
 

@@ -20,7 +20,7 @@ from numpyro_flows.bijections.permute import Permute, Reverse
 from numpyro_flows.bijections.planar import Planar
 from numpyro_flows.bijections.radial import Radial
 from numpyro_flows.bijections.spline import RationalQuadraticSpline
-from numpyro_flows.bijections.transformer import bounded_log_scale
+from numpyro_flows.bijections.transformer import Transformer, bounded_log_scale
 
 __all__ = [
     "ActNorm",
@@ -41,5 +41,6 @@ __all__ = [
     "RationalQuadraticSpline",
     "Reverse",
     "Scan",
+    "Transformer",
     "bounded_log_scale",
 ]

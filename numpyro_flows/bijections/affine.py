@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
-from numpyro_flows.bijections.transformer import bounded_log_scale
+from numpyro_flows.bijections.transformer import Transformer, bounded_log_scale
 
 
 @dataclass(frozen=True)
-class Affine:
+class Affine(Transformer):
     """Elementwise affine map; raw parameters ``(shift, raw_log_scale)`` per dimension.
 
     Args:

@@ -171,6 +171,7 @@ class Scan(Bijection):
 
     @property
     def num_layers(self) -> int:
+        """``L``, the number of stacked layers."""
         return jax.tree.leaves(self.layers)[0].shape[0]
 
     def layer(self, i: int) -> Bijection:

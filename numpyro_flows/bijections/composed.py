@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from numpyro_flows.bijections.transformer import Transformer
+
 
 @dataclass(frozen=True)
-class ComposedTransformer:
+class ComposedTransformer(Transformer):
     """Applies ``parts`` in order to each dimension; raw parameters are concatenated.
 
     ``ComposedTransformer((RationalQuadraticSpline(), Affine()))`` is ``y = a * s(x) + b``:
@@ -23,6 +25,7 @@ class ComposedTransformer:
 
     @property
     def num_params(self) -> int:
+        """The parts' raw parameters, concatenated."""
         return sum(part.num_params for part in self.parts)
 
     def _split(self, params):

@@ -13,9 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from numpyro_flows.bijections.transformer import Transformer
+
 
 @dataclass(frozen=True)
-class RationalQuadraticSpline:
+class RationalQuadraticSpline(Transformer):
     """A monotone spline on ``[-bound, bound]``, the identity outside.
 
     Raw parameters per dimension: ``num_bins`` widths, ``num_bins`` heights and
@@ -48,6 +50,7 @@ class RationalQuadraticSpline:
 
     @property
     def num_params(self) -> int:
+        """``3 * num_bins - 1`` raw parameters per dimension."""
         return 3 * self.num_bins - 1
 
     def knots(self, params):

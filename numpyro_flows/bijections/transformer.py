@@ -16,6 +16,26 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 
+class Transformer:
+    """Base class of elementwise transformers (see the module docstring for the protocol).
+
+    Subclasses are frozen dataclasses (hashable: they are static pytree data of the
+    bijections that use them).
+    """
+
+    num_params: int
+    """Raw parameters per dimension."""
+
+    def forward_and_log_det(self, x, params):
+        """``(y, log dy/dx)`` for ``x`` ``(..., D)`` and raw ``params`` ``(..., D, P)``;
+        the log-det is elementwise, ``(..., D)``."""
+        raise NotImplementedError
+
+    def inverse_and_log_det(self, y, params):
+        """``(x, log dx/dy)``, the inverse of :meth:`forward_and_log_det`."""
+        raise NotImplementedError
+
+
 def bounded_log_scale(raw, bound: float | tuple[float, float]):
     """Smoothly bounds a log-scale to ``(low, high)``; ``bound`` is ``high = -low`` or a pair.
 
