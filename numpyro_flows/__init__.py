@@ -1,7 +1,7 @@
 """Normalizing flows for NumPyro: flow bijections, flow autoguides for SVI, NeuTra HMC,
 PSIS diagnostics and ArviZ export."""
 
-from numpyro_flows import bijections, diagnostics, flows, monitoring, nn
+from numpyro_flows import bijections, diagnostics, distributed, flows, monitoring, nn
 from numpyro_flows.arviz import to_inference_data
 from numpyro_flows.autoguides import AutoFlow, AutoIAF, AutoNeuralSpline, AutoRealNVP
 from numpyro_flows.diagnostics import psis_diagnostic, psis_resample
@@ -20,6 +20,7 @@ __all__ = [
     "Flow",
     "bijections",
     "diagnostics",
+    "distributed",
     "flows",
     "load_guide",
     "monitoring",

@@ -13,6 +13,7 @@ every guide in :mod:`numpyro_flows.autoguides` unchanged.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -78,7 +79,7 @@ def neutra_nuts(
     num_warmup: int = 1000,
     num_samples: int = 1000,
     num_chains: int = 1,
-    chain_method: str | None = None,
+    chain_method: str | Callable | None = None,
     progress_bar: bool = True,
     khat_samples: int = 1000,
     nuts_kwargs: dict[str, Any] | None = None,
@@ -93,7 +94,8 @@ def neutra_nuts(
         *args, **kwargs: the model's arguments (the data).
         num_warmup, num_samples, num_chains: as for :class:`numpyro.infer.MCMC`.
         chain_method: ``"parallel"`` (default when there are enough devices),
-            ``"sequential"`` or ``"vectorized"``.
+            ``"sequential"``, ``"vectorized"``, or a callable such as
+            :func:`numpyro_flows.distributed.sharded_chains` (blocks of chains per device).
         progress_bar: NumPyro's progress bar.
         khat_samples: guide draws for the PSIS k-hat checked before sampling (0 skips it);
             a k-hat above 0.7 gives a warning: the chain is still exact, but a guide that
