@@ -1,14 +1,25 @@
 """Normalizing flows for NumPyro: flow bijections, flow autoguides for SVI, NeuTra HMC,
 PSIS diagnostics and ArviZ export."""
 
-from numpyro_flows import bijections, diagnostics, distributed, flows, monitoring, nn
+from numpyro_flows import (
+    bijections,
+    density,
+    diagnostics,
+    distributed,
+    flows,
+    monitoring,
+    nn,
+    training,
+)
 from numpyro_flows.arviz import to_inference_data
 from numpyro_flows.autoguides import AutoFlow, AutoIAF, AutoNeuralSpline, AutoRealNVP
+from numpyro_flows.density import FlowDistribution, flow_module
 from numpyro_flows.diagnostics import psis_diagnostic, psis_resample
 from numpyro_flows.flows import Flow
 from numpyro_flows.monitoring import run_svi_with_khat
 from numpyro_flows.neutra import neutra_nuts, neutra_reparam
 from numpyro_flows.serialization import load_guide, save_guide
+from numpyro_flows.training import FitResult, fit
 
 __version__ = "0.1.0"
 
@@ -17,10 +28,15 @@ __all__ = [
     "AutoIAF",
     "AutoNeuralSpline",
     "AutoRealNVP",
+    "FitResult",
     "Flow",
+    "FlowDistribution",
     "bijections",
+    "density",
     "diagnostics",
     "distributed",
+    "fit",
+    "flow_module",
     "flows",
     "load_guide",
     "monitoring",
@@ -32,4 +48,5 @@ __all__ = [
     "run_svi_with_khat",
     "save_guide",
     "to_inference_data",
+    "training",
 ]

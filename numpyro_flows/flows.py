@@ -24,6 +24,7 @@ from numpyro_flows.bijections import Affine, Bijection, ComposedTransformer, Rat
 from numpyro_flows.layers import (
     ActNormLayer,
     AutoregressiveLayer,
+    BatchNormLayer,
     CouplingLayer,
     InvertLayer,
     Layer,
@@ -118,6 +119,12 @@ def _hidden(hidden_dims: Hidden):
     return None if hidden_dims is None else tuple(int(h) for h in hidden_dims)
 
 
+def _with_batch_norm(layer: Layer, batch_norm: bool) -> Layer:
+    # Base -> target order: the layer, then BatchNorm, so that in the density direction
+    # data is normalised before it reaches the layer's conditioner.
+    return Sequential((layer, BatchNormLayer())) if batch_norm else layer
+
+
 def iaf(
     num_flows: int = 3,
     hidden_dims: Hidden = None,
@@ -155,16 +162,26 @@ def maf(
     nonlinearity: str | Callable = "elu",
     permutation: str | None = "reverse",
     log_scale_bound: float | tuple[float, float] = (-5.0, 3.0),
+    batch_norm: bool = False,
 ) -> Flow:
     """Masked autoregressive flow: like :func:`iaf`, parallel in the density direction.
 
     Papamakarios et al. (2017), https://arxiv.org/abs/1705.07057. Sampling is sequential
     (``D`` network calls per layer); ``log_prob`` of data is one pass.
+
+    Args:
+        batch_norm: a :class:`~numpyro_flows.layers.BatchNormLayer` in every layer, the
+            first thing data meets in the density direction (the paper's "MAF with batch
+            norm"). Its running statistics are state, not params: see
+            :meth:`Flow.init_state` and :func:`numpyro_flows.training.fit`.
+        The other arguments are those of :func:`iaf`.
     """
     layer = AutoregressiveLayer(
         Affine(log_scale_bound), _hidden(hidden_dims), nonlinearity, skip_connections
     )
-    return Flow(Repeat(InvertLayer(layer), num_flows, permutation), "maf")
+    return Flow(
+        Repeat(_with_batch_norm(InvertLayer(layer), batch_norm), num_flows, permutation), "maf"
+    )
 
 
 def realnvp(
@@ -173,13 +190,19 @@ def realnvp(
     *,
     nonlinearity: str | Callable = "elu",
     log_scale_bound: float | tuple[float, float] = (-5.0, 3.0),
+    batch_norm: bool = False,
 ) -> Flow:
     """RealNVP: affine coupling layers; both directions are one pass.
 
     Dinh et al. (2017), https://arxiv.org/abs/1605.08803. Halves alternate between layers.
+
+    Args:
+        batch_norm: a :class:`~numpyro_flows.layers.BatchNormLayer` in every layer, the
+            first thing data meets in the density direction (the paper's section 3.7).
+            Its running statistics are state, not params (see :func:`maf`).
     """
     layer = CouplingLayer(Affine(log_scale_bound), _hidden(hidden_dims), nonlinearity)
-    return Flow(Repeat(layer, num_flows, "reverse"), "realnvp")
+    return Flow(Repeat(_with_batch_norm(layer, batch_norm), num_flows, "reverse"), "realnvp")
 
 
 def neural_spline(
@@ -190,6 +213,7 @@ def neural_spline(
     bound: float = 5.0,
     coupling: bool = False,
     affine: bool = True,
+    invert: bool = False,
     nonlinearity: str | Callable = "elu",
     permutation: str | None = "reverse",
 ) -> Flow:
@@ -208,6 +232,9 @@ def neural_spline(
         affine: follow each spline by a conditional affine map (``y = a s(x) + b``, one
             network for both). A spline with identity tails cannot change the scale of
             the tails; the affine part can, which is what funnels and scale mixtures need.
+        invert: autoregressive form only: the MAF orientation, parallel in the density
+            direction (one pass for ``log_prob`` of data, ``D`` passes to sample), for
+            density estimation; the default is parallel in the sampling direction (guides).
         nonlinearity: activation name or callable.
         permutation: variable order across layers (autoregressive form).
     """
@@ -218,6 +245,8 @@ def neural_spline(
         layer = CouplingLayer(transformer, _hidden(hidden_dims), nonlinearity)
         return Flow(Repeat(layer, num_flows, "reverse"), "neural_spline_coupling")
     layer = AutoregressiveLayer(transformer, _hidden(hidden_dims), nonlinearity)
+    if invert:
+        return Flow(Repeat(InvertLayer(layer), num_flows, permutation), "neural_spline_maf")
     return Flow(Repeat(layer, num_flows, permutation), "neural_spline")
 
 

@@ -28,6 +28,7 @@ FACTORIES = {
     "realnvp": flows.realnvp,
     "neural_spline": flows.neural_spline,
     "neural_spline_coupling": partial(flows.neural_spline, coupling=True),
+    "neural_spline_maf": partial(flows.neural_spline, invert=True),
     "planar": flows.planar,
     "radial": flows.radial,
     "glow": flows.glow,

@@ -1,0 +1,307 @@
+"""Density estimation: held-out log-likelihood and fit time, numpyro_flows vs FlowJAX.
+
+Same data, same architecture size (layers, hidden width, one hidden layer, spline bins),
+same training protocol (Adam, batch size, epochs, 10% validation split, early stopping
+with the best params returned) for ``numpyro_flows.training.fit`` and FlowJAX's
+``flowjax.train.fit_to_data``. FlowJAX is a benchmark-only dependency
+(``benchmarks/requirements.txt``); without it its columns read "not installed".
+
+Run::
+
+    python -m benchmarks.density            # full: 3 seeds, up to 100 epochs
+    python -m benchmarks.density --quick    # 1 seed, up to 30 epochs, smaller data
+
+Writes ``benchmarks/results/density.json`` and ``benchmarks/results/density.md``.
+
+Times are wall-clock seconds on a shared, noisy machine: medians over seeds of warm fits
+(compiled code reused), with a first one-epoch fit of each flow (compile time plus one
+epoch) reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks.common import RESULTS, write_json
+from numpyro_flows import flows
+from numpyro_flows.density import FlowDistribution
+from numpyro_flows.training import fit
+
+try:  # a benchmark-only dependency
+    import flowjax
+    from flowjax.bijections import RationalQuadraticSpline as FlowjaxSpline
+    from flowjax.distributions import Normal as FlowjaxNormal
+    from flowjax.flows import coupling_flow, masked_autoregressive_flow
+    from flowjax.train import fit_to_data
+except ImportError:  # pragma: no cover - depends on the environment
+    flowjax = None
+
+
+# ---------------------------------------------------------------------- data
+def two_moons(num: int, rng) -> np.ndarray:
+    """Two interleaved half circles (noise 0.1), standardised; ``(num, 2)``."""
+    t = rng.uniform(0.0, np.pi, num)
+    upper = rng.random(num) < 0.5
+    x = np.where(upper, np.cos(t), 1.0 - np.cos(t))
+    y = np.where(upper, np.sin(t), 0.5 - np.sin(t))
+    points = np.stack([x, y], 1) + 0.1 * rng.standard_normal((num, 2))
+    return ((points - [0.5, 0.25]) / [0.87, 0.5]).astype(np.float32)
+
+
+def mixture_1d(num: int, rng) -> np.ndarray:
+    """``0.5 N(-2, 0.5^2) + 0.5 N(2, 0.5^2)``; ``(num, 1)``."""
+    centres = np.where(rng.random(num) < 0.5, -2.0, 2.0)
+    return (centres + 0.5 * rng.standard_normal(num))[:, None].astype(np.float32)
+
+
+def banana_8d(num: int, rng) -> np.ndarray:
+    """A chain of bananas: ``x_1 = z_1``, ``x_i = z_i + 0.7 (z_{i-1}^2 - 1)``, ``z ~ N(0, I)``,
+    scaled to unit variance; ``(num, 8)``."""
+    z = rng.standard_normal((num, 8))
+    x = z.copy()
+    x[:, 1:] += 0.7 * (z[:, :-1] ** 2 - 1.0)
+    return (x / x.std(0)).astype(np.float32)
+
+
+DATASETS = {"two_moons": two_moons, "mixture_1d": mixture_1d, "banana_8d": banana_8d}
+
+
+def gaussian_log_likelihood(train, test) -> float:
+    """Held-out mean log-likelihood of the full-covariance Gaussian MLE."""
+    mean = train.mean(0)
+    cov = np.atleast_2d(np.cov(train.T, bias=True))
+    chol = np.linalg.cholesky(cov)
+    white = np.linalg.solve(chol, (test - mean).T)
+    dim = train.shape[1]
+    return float(
+        np.mean(-0.5 * (white**2).sum(0))
+        - np.log(np.diag(chol)).sum()
+        - 0.5 * dim * np.log(2 * np.pi)
+    )
+
+
+# ---------------------------------------------------------------------- the two libraries
+# Architecture shared by both sides: layers, hidden width (one hidden layer), spline bins,
+# and FlowJAX's default ReLU conditioners (ours default to ELU; ReLU keeps the comparison
+# about the libraries, not the activation).
+LAYERS, WIDTH, BINS, BOUND, ACTIVATION = 5, 64, 8, 5.0, "relu"
+
+
+def ours(name: str):
+    """The numpyro_flows flow for a benchmark row."""
+    size = {"hidden_dims": (WIDTH,), "nonlinearity": ACTIVATION}
+    return {
+        "maf": lambda: flows.maf(LAYERS, **size),
+        "realnvp": lambda: flows.realnvp(LAYERS, **size),
+        "neural_spline": lambda: flows.neural_spline(
+            LAYERS, num_bins=BINS, bound=BOUND, coupling=True, affine=False, **size
+        ),
+        "glow": lambda: flows.glow(LAYERS, **size),
+    }[name]()
+
+
+def theirs(name: str, key, dim: int):
+    """The FlowJAX counterpart (``None`` where FlowJAX has none: Glow)."""
+    base = FlowjaxNormal(jnp.zeros(dim))
+    size = {"flow_layers": LAYERS, "nn_width": WIDTH, "nn_depth": 1}
+    if name == "maf":
+        return masked_autoregressive_flow(key, base_dist=base, **size)
+    if name == "realnvp":
+        return coupling_flow(key, base_dist=base, **size)
+    if name == "neural_spline":
+        spline = FlowjaxSpline(knots=BINS, interval=BOUND)
+        return coupling_flow(key, base_dist=base, transformer=spline, **size)
+    return None
+
+
+FLOW_NAMES = ("maf", "realnvp", "neural_spline", "glow")
+
+
+def fit_ours(name, train, test, seed, protocol):
+    flow = ours(name)
+    optimizer = protocol["optimizer"]
+    t0 = time.perf_counter()
+    result = fit(
+        jax.random.key(seed),
+        flow,
+        train,
+        optimizer=optimizer,
+        num_epochs=protocol["epochs"],
+        batch_size=protocol["batch_size"],
+        val_fraction=0.1,
+        patience=protocol["patience"],
+        progress_bar=False,
+    )
+    jax.block_until_ready(result.params)
+    seconds = time.perf_counter() - t0
+    log_prob = jax.jit(lambda d, x: d.log_prob(x))
+    held_out = float(jnp.mean(log_prob(FlowDistribution(flow, result.params), test)))
+    return {"log_lik": held_out, "seconds": seconds, "epochs": len(result.train_losses)}
+
+
+def fit_theirs(name, train, test, seed, protocol):
+    key, fit_key = jax.random.split(jax.random.key(seed))
+    model = theirs(name, key, train.shape[1])
+    if model is None:
+        return None
+    t0 = time.perf_counter()
+    model, losses = fit_to_data(
+        fit_key,
+        model,
+        jnp.asarray(train),
+        optimizer=protocol["optimizer"],
+        max_epochs=protocol["epochs"],
+        max_patience=protocol["patience"],
+        batch_size=protocol["batch_size"],
+        val_prop=0.1,
+        show_progress=False,
+    )
+    jax.block_until_ready(jax.tree.leaves(model))
+    seconds = time.perf_counter() - t0
+    held_out = float(jnp.mean(jax.jit(lambda x: model.log_prob(x))(jnp.asarray(test))))
+    return {"log_lik": held_out, "seconds": seconds, "epochs": len(losses["train"])}
+
+
+# ---------------------------------------------------------------------- the run
+def run_library(fitter, name, train, test, seeds, protocol):
+    """A one-epoch fit (compiles), then one warm fit per seed; medians over the warm fits."""
+    first = fitter(name, train, test, seeds[0], {**protocol, "epochs": 1})
+    if first is None:
+        return None
+    warm = [fitter(name, train, test, seed, protocol) for seed in seeds]
+    return {
+        "log_lik": statistics.median(r["log_lik"] for r in warm),
+        "log_lik_runs": [r["log_lik"] for r in warm],
+        "seconds": statistics.median(r["seconds"] for r in warm),
+        "seconds_per_epoch": statistics.median(r["seconds"] / r["epochs"] for r in warm),
+        "epochs": statistics.median(r["epochs"] for r in warm),
+        "first_fit_seconds": first["seconds"],
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, 30 epochs, less data")
+    parser.add_argument("--datasets", nargs="*", default=list(DATASETS))
+    parser.add_argument("--flows", nargs="*", default=list(FLOW_NAMES))
+    args = parser.parse_args(argv)
+
+    num_train, num_test = (2000, 2000) if args.quick else (3000, 3000)
+    seeds = [0] if args.quick else [0, 1, 2]
+    protocol = {
+        "learning_rate": 1e-3,
+        "optimizer": optax.adam(1e-3),  # one object: compiled steps are reused
+        "epochs": 30 if args.quick else 100,
+        "patience": 10,
+        "batch_size": 128,
+    }
+    rows = []
+    for data_name in args.datasets:
+        rng = np.random.default_rng(0)
+        train, test = DATASETS[data_name](num_train, rng), DATASETS[data_name](num_test, rng)
+        gaussian = gaussian_log_likelihood(train, test)
+        for name in args.flows:
+            row = {"dataset": data_name, "flow": name, "gaussian_log_lik": gaussian}
+            row["ours"] = run_library(fit_ours, name, train, test, seeds, protocol)
+            row["flowjax"] = (
+                "not installed"
+                if flowjax is None
+                else run_library(fit_theirs, name, train, test, seeds, protocol)
+            )
+            rows.append(row)
+            print(format_row(row), flush=True)
+
+    settings = {
+        "quick": args.quick,
+        "num_train": num_train,
+        "num_test": num_test,
+        "seeds": seeds,
+        "layers": LAYERS,
+        "hidden_width": WIDTH,
+        "spline_bins": BINS,
+        "activation": ACTIVATION,
+        **{k: v for k, v in protocol.items() if k != "optimizer"},
+        "flowjax": getattr(flowjax, "__version__", None) if flowjax else "not installed",
+    }
+    path = write_json("density", {"settings": settings, "rows": rows})
+    markdown = to_markdown(rows, settings)
+    (RESULTS / "density.md").write_text(markdown)
+    print(markdown)
+    print(f"wrote {path} and {Path(RESULTS / 'density.md')}")
+
+
+def format_row(row) -> str:
+    def side(result):
+        if not isinstance(result, dict):
+            return str(result or "n/a")
+        return f"{result['log_lik']:.3f} nats, {result['seconds']:.1f}s"
+
+    return (
+        f"{row['dataset']:>10} {row['flow']:>13}: gaussian {row['gaussian_log_lik']:.3f}, "
+        f"ours {side(row['ours'])}, flowjax {side(row['flowjax'])}"
+    )
+
+
+def to_markdown(rows, settings) -> str:
+    lines = [
+        "# Density estimation: numpyro_flows vs FlowJAX",
+        "",
+        f"Held-out mean log-likelihood (nats, higher is better; median over seeds "
+        f"{settings['seeds']}) and warm fit time (median seconds, compile excluded; in "
+        f"brackets a first one-epoch fit: compile time plus one epoch). "
+        f"{settings['num_train']} training rows (10% of them for validation), "
+        f"{settings['num_test']} held out; Adam({settings['learning_rate']}), "
+        f"batch {settings['batch_size']}, at most {settings['epochs']} epochs, patience "
+        f"{settings['patience']}; {settings['layers']} layers of width "
+        f"{settings['hidden_width']} (one hidden layer, ReLU), {settings['spline_bins']} spline "
+        "bins; neural_spline is the coupling form without the extra affine on both sides; "
+        "FlowJAX has no Glow. "
+        f"FlowJAX {settings['flowjax']}.",
+        "",
+        "Ratios are ours / FlowJAX (below 1: ours faster). Fit times include early stopping, "
+        "so the per-epoch ratio is the like-for-like speed comparison.",
+        "",
+        "| data | flow | Gaussian | ours log-lik | FlowJAX log-lik | ours s (compile) "
+        "| FlowJAX s (compile) | fit-time ratio | ours ms/epoch | FlowJAX ms/epoch "
+        "| per-epoch ratio | ours epochs | FlowJAX epochs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        a, b = row["ours"], row["flowjax"]
+        have_b = isinstance(b, dict)
+        missing = b if isinstance(b, str) else "n/a"
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    row["dataset"],
+                    row["flow"],
+                    f"{row['gaussian_log_lik']:.3f}",
+                    f"{a['log_lik']:.3f}",
+                    f"{b['log_lik']:.3f}" if have_b else missing,
+                    f"{a['seconds']:.1f} ({a['first_fit_seconds']:.1f})",
+                    f"{b['seconds']:.1f} ({b['first_fit_seconds']:.1f})" if have_b else missing,
+                    f"{a['seconds'] / b['seconds']:.2f}" if have_b else "n/a",
+                    f"{1e3 * a['seconds_per_epoch']:.1f}",
+                    f"{1e3 * b['seconds_per_epoch']:.1f}" if have_b else missing,
+                    f"{a['seconds_per_epoch'] / b['seconds_per_epoch']:.2f}" if have_b else "n/a",
+                    f"{a['epochs']:g}",
+                    f"{b['epochs']:g}" if have_b else "n/a",
+                ]
+            )
+            + " |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
