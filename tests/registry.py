@@ -28,10 +28,17 @@ FACTORIES = {
     "realnvp": flows.realnvp,
     "neural_spline": flows.neural_spline,
     "neural_spline_coupling": partial(flows.neural_spline, coupling=True),
-    "neural_spline_maf": partial(flows.neural_spline, invert=True),
     "planar": flows.planar,
     "radial": flows.radial,
     "glow": flows.glow,
+}
+
+# Options of the factories that change the structure, checked at one size.
+VARIANTS = {
+    "neural_spline_maf": partial(flows.neural_spline, invert=True),
+    "maf_batch_norm": partial(flows.maf, batch_norm=True),
+    "realnvp_batch_norm": partial(flows.realnvp, batch_norm=True),
+    "neural_spline_no_affine": partial(flows.neural_spline, affine=False),
 }
 
 # Every bijection family as a single layer: name -> (layer, supports a context).

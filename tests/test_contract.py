@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from registry import FACTORIES, LAYERS
+from registry import FACTORIES, LAYERS, VARIANTS
 
 from numpyro_flows.testing import check_transform, randomize_params
 
@@ -36,6 +36,11 @@ def test_flow_contract_with_random_params(name, dim):
         points(dim),
         gradient_reaches_every_leaf=dim > 1,
     )
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_factory_variant_contract_with_random_params(name):
+    check_transform(random_transform(VARIANTS[name](), 4), points(4, num=3))
 
 
 @pytest.mark.parametrize("name", FACTORIES)
