@@ -14,6 +14,7 @@ grow with depth), and every fresh flow is the identity map.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -63,7 +64,9 @@ class Flow:
             raise ValueError(f"dim must be a positive integer, got {dim!r}.")
         if int(context_dim) != context_dim or context_dim < 0:
             raise ValueError(f"context_dim must be a non-negative integer, got {context_dim!r}.")
-        return self.layer.init(rng_key, int(dim), int(context_dim), dtype)
+        # One compiled computation instead of hundreds of eager ops (a deep stack's init
+        # would otherwise dominate a guide's set-up time).
+        return _init(self.layer, rng_key, int(dim), int(context_dim), dtype)
 
     def init_state(self, dim: int, dtype=None):
         """Non-trainable state (BatchNorm running statistics); ``None`` if there is none."""
@@ -109,6 +112,11 @@ class Flow:
         if state is None:
             return self.init_state(self.event_size(params), jnp.result_type(*_leaves(params)))
         return state
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
+def _init(layer, rng_key, dim, context_dim, dtype):
+    return layer.init(rng_key, dim, context_dim, dtype)
 
 
 def _leaves(tree):

@@ -63,11 +63,29 @@ def dense_init(rng_key, fan_in: int, fan_out: int, *, zero: bool = False, dtype=
     He-style normal weights scaled by ``1/sqrt(fan_in)``; ``zero=True`` gives an all-zero
     layer, used for the last layer so that a fresh bijection is the identity.
     """
+    return dense_stack_init(rng_key, [(fan_in, fan_out)], zero_last=zero, dtype=dtype)[0]
+
+
+def dense_stack_init(rng_key, shapes, *, zero_last: bool = True, dtype=None) -> list[dict]:
+    """``{"w", "b"}`` for dense layers of the given ``(fan_in, fan_out)`` shapes.
+
+    Weights are ``N(0, 1) / sqrt(fan_in)`` from a single random draw split into pieces (one
+    random-number kernel instead of one per layer keeps a deep flow's init cheap to
+    compile); the last layer is all zeros when ``zero_last``.
+    """
     dtype = dtype or jnp.zeros(()).dtype
-    if zero:
-        return {"w": jnp.zeros((fan_in, fan_out), dtype), "b": jnp.zeros((fan_out,), dtype)}
-    w = jax.random.normal(rng_key, (fan_in, fan_out), dtype) / jnp.sqrt(max(fan_in, 1))
-    return {"w": w, "b": jnp.zeros((fan_out,), dtype)}
+    random = shapes[:-1] if zero_last else shapes
+    sizes = [fan_in * fan_out for fan_in, fan_out in random]
+    draw = jax.random.normal(rng_key, (max(sum(sizes), 1),), dtype)
+    layers, offset = [], 0
+    for fan_in, fan_out in random:
+        w = draw[offset : offset + fan_in * fan_out].reshape(fan_in, fan_out)
+        layers.append({"w": w / jnp.sqrt(max(fan_in, 1)), "b": jnp.zeros((fan_out,), dtype)})
+        offset += fan_in * fan_out
+    if zero_last:
+        fan_in, fan_out = shapes[-1]
+        layers.append({"w": jnp.zeros((fan_in, fan_out), dtype), "b": jnp.zeros(fan_out, dtype)})
+    return layers
 
 
 def cast_like(tree, x):

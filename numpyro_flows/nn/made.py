@@ -10,11 +10,10 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_flows.nn.common import as_context, cast_like, dense_init, get_activation
+from numpyro_flows.nn.common import as_context, cast_like, dense_stack_init, get_activation
 
 
 @functools.lru_cache(maxsize=256)
@@ -98,22 +97,19 @@ class MADE:
         """Returns the parameter pytree (a dict of arrays)."""
         dims = (self.input_dim, *self.hidden_dims)
         out_dim = self.input_dim * self.num_params
-        keys = jax.random.split(rng_key, len(dims) + 1)
-        params = {
-            "hidden": [
-                dense_init(k, d_in, d_out, dtype=dtype)
-                for k, d_in, d_out in zip(keys, dims[:-1], dims[1:])
-            ],
-            "out": dense_init(keys[-1], dims[-1], out_dim, zero=True, dtype=dtype),
-        }
+        shapes = list(zip(dims[:-1], dims[1:]))
         if self.context_dim:
+            # The context feeds the first hidden layer (or, with none, the zero output).
             first = self.hidden_dims[0] if self.hidden_dims else out_dim
-            zero = not self.hidden_dims
-            params["context"] = dense_init(
-                keys[-2], self.context_dim, first, zero=zero, dtype=dtype
-            )["w"]
+            shapes.insert(0, (self.context_dim, first))
+        layers = dense_stack_init(rng_key, [*shapes, (dims[-1], out_dim)], dtype=dtype)
+        params = {}
+        if self.context_dim:
+            context = layers.pop(0)["w"]
+            params["context"] = context if self.hidden_dims else jnp.zeros_like(context)
+        params["hidden"], params["out"] = layers[:-1], layers[-1]
         if self.skip_connections:
-            params["skip"] = dense_init(None, self.input_dim, out_dim, zero=True, dtype=dtype)["w"]
+            params["skip"] = jnp.zeros_like(params["out"]["w"], shape=(self.input_dim, out_dim))
         return params
 
     def apply(self, params: dict, x, context=None):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import jax
+import jax.numpy as jnp
 
-from numpyro_flows.nn.common import as_context, cast_like, dense_init, get_activation
+from numpyro_flows.nn.common import as_context, cast_like, dense_stack_init, get_activation
 
 
 @dataclass(frozen=True)
@@ -39,19 +39,16 @@ class MLP:
     def init(self, rng_key, dtype=None) -> dict:
         """Returns the parameter pytree (a dict of arrays)."""
         dims = (self.in_dim, *self.hidden_dims)
-        keys = jax.random.split(rng_key, len(dims) + 1)
-        params = {
-            "hidden": [
-                dense_init(k, d_in, d_out, dtype=dtype)
-                for k, d_in, d_out in zip(keys, dims[:-1], dims[1:])
-            ],
-            "out": dense_init(keys[-1], dims[-1], self.out_dim, zero=True, dtype=dtype),
-        }
+        shapes = list(zip(dims[:-1], dims[1:]))
         if self.context_dim:
             first = self.hidden_dims[0] if self.hidden_dims else self.out_dim
-            params["context"] = dense_init(
-                keys[-2], self.context_dim, first, zero=not self.hidden_dims, dtype=dtype
-            )["w"]
+            shapes.insert(0, (self.context_dim, first))
+        layers = dense_stack_init(rng_key, [*shapes, (dims[-1], self.out_dim)], dtype=dtype)
+        params = {}
+        if self.context_dim:
+            context = layers.pop(0)["w"]
+            params["context"] = context if self.hidden_dims else jnp.zeros_like(context)
+        params["hidden"], params["out"] = layers[:-1], layers[-1]
         return params
 
     def apply(self, params: dict, x, context=None):
