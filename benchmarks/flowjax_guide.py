@@ -102,15 +102,23 @@ class AutoFlowJax(AutoContinuous):
 
 def _maf(key, dim, transformer=None):
     return masked_autoregressive_flow(
-        key, base_dist=Normal(jnp.zeros(dim)), transformer=transformer, invert=False,
-        flow_layers=3, nn_width=max(2 * dim, 16),
+        key,
+        base_dist=Normal(jnp.zeros(dim)),
+        transformer=transformer,
+        invert=False,
+        flow_layers=3,
+        nn_width=max(2 * dim, 16),
     )
 
 
 def _coupling(key, dim, transformer=None):
     return coupling_flow(
-        key, base_dist=Normal(jnp.zeros(dim)), transformer=transformer, invert=False,
-        flow_layers=4, nn_width=max(2 * dim, 16),
+        key,
+        base_dist=Normal(jnp.zeros(dim)),
+        transformer=transformer,
+        invert=False,
+        flow_layers=4,
+        nn_width=max(2 * dim, 16),
     )
 
 

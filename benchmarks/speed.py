@@ -109,6 +109,30 @@ def compile_vs_depth(depths, repeats: int) -> dict:
     return out
 
 
+def flow_grad_compile(depths, repeats: int, dim: int = 5) -> dict:
+    """Compile time of ``jax.jit(jax.grad(loss))`` through a ``neural_spline`` flow alone."""
+    from numpyro_flows import flows
+
+    out = {}
+    x = jax.random.normal(jax.random.key(1), (16, dim))
+    for depth in depths:
+        times = []
+        for _ in range(repeats):
+            flow = flows.neural_spline(num_flows=depth)
+            params = flow.init(jax.random.key(0), dim)
+
+            def loss(p, flow=flow):
+                y, log_det = flow.transform(p).forward_and_log_det(x)
+                return (y**2).mean() - log_det.mean()
+
+            t0 = time.perf_counter()
+            jax.jit(jax.grad(loss)).lower(params).compile()
+            times.append(time.perf_counter() - t0)
+        out[depth] = statistics.median(times)
+        print(f"neural_spline jit(grad) depth {depth:3d}: {out[depth]:.2f}s", flush=True)
+    return out
+
+
 def run(quick: bool = False) -> dict:
     guides = all_guides()
     names = list(guides)
@@ -119,6 +143,7 @@ def run(quick: bool = False) -> dict:
         "particles": PARTICLES,
         "step_time": step_times(models, names, rounds, steps),
         "compile_vs_depth": compile_vs_depth(depths, 1 if quick else 3),
+        "flow_grad_compile": flow_grad_compile(depths, 1 if quick else 3),
     }
     write_json("speed", result)
     return result

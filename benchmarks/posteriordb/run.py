@@ -53,6 +53,21 @@ GUIDES = {
 }
 
 
+# The default run: NumPyro's AutoIAFNormal and each of our presets, as they come and in
+# the set-up we recommend for regressions (full affine, Laplace warm start). The other
+# entries of GUIDES are there for ablations (--guides).
+DEFAULT_GUIDES = [
+    "numpyro.AutoIAFNormal",
+    "AutoIAF",
+    "AutoRealNVP",
+    "AutoNeuralSpline",
+    "AutoNeuralSpline(coupling)",
+    "AutoIAF(full,laplace)",
+    "AutoNeuralSpline(full,laplace)",
+]
+NEUTRA_GUIDES = ["AutoIAF(full,laplace)"]
+
+
 def load(name: str):
     with gzip.open(DATA / f"{name}.data.json.gz", "rt") as f:
         data = json.load(f)
@@ -156,10 +171,16 @@ def summarise(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--posteriors", nargs="*", default=list(MODELS))
-    parser.add_argument("--guides", nargs="*", default=list(GUIDES))
+    parser.add_argument("--guides", nargs="*", choices=list(GUIDES), default=DEFAULT_GUIDES)
     parser.add_argument("--steps", type=int, default=20_000)
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
-    parser.add_argument("--neutra", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0])
+    parser.add_argument(
+        "--neutra",
+        nargs="*",
+        choices=list(GUIDES),
+        default=NEUTRA_GUIDES,
+        help="guides whose fit is also used for NeuTra-NUTS (4 chains x 1000)",
+    )
     parser.add_argument("--quick", action="store_true", help="2 000 steps, one seed")
     parser.add_argument("--out", default="posteriordb")
     args = parser.parse_args(argv)
@@ -169,7 +190,8 @@ def main(argv=None):
     for name in args.posteriors:
         results[name] = {}
         for guide_name in args.guides:
-            rows = run_guide(name, guide_name, args.steps, args.seeds, neutra=args.neutra)
+            neutra = guide_name in args.neutra
+            rows = run_guide(name, guide_name, args.steps, args.seeds, neutra=neutra)
             summary = summarise(rows)
             results[name][guide_name] = {"summary": summary, "runs": rows}
             print(
