@@ -224,6 +224,7 @@ def neural_spline(
     invert: bool = False,
     nonlinearity: str | Callable = "elu",
     permutation: str | None = "reverse",
+    log_scale_bound: float | tuple[float, float] = (-5.0, 3.0),
 ) -> Flow:
     """Neural spline flow: rational-quadratic splines with identity tails.
 
@@ -245,10 +246,12 @@ def neural_spline(
             density estimation; the default is parallel in the sampling direction (guides).
         nonlinearity: activation name or callable.
         permutation: variable order across layers (autoregressive form).
+        log_scale_bound: the affine part's log-scale lies in ``(low, high)`` (see
+            :class:`~numpyro_flows.bijections.Affine`).
     """
     transformer = RationalQuadraticSpline(num_bins, bound)
     if affine:
-        transformer = ComposedTransformer((transformer, Affine()))
+        transformer = ComposedTransformer((transformer, Affine(log_scale_bound)))
     if coupling:
         layer = CouplingLayer(transformer, _hidden(hidden_dims), nonlinearity)
         return Flow(Repeat(layer, num_flows, "reverse"), "neural_spline_coupling")

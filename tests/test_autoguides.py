@@ -107,7 +107,8 @@ def test_constrained_sites_stay_in_their_support(preset):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_one_dimensional_latent(preset):
     guide = PRESETS[preset](one_latent)
-    params = fit(guide, one_latent, steps=1500)
+    # 16 particles: with 4 the gradient noise alone leaves the mean ~0.05 off.
+    params = fit(guide, one_latent, steps=1500, particles=16)
     draws = guide.sample_posterior(jax.random.key(6), params, sample_shape=(20_000,))["z"]
     # Gamma(3, 2): mean 1.5, sd 0.866. In one dimension affine flows are a log-normal
     # fit (a little off in the sd); splines can bend to the exact shape.
