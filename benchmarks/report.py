@@ -40,6 +40,8 @@ def speed_section(p) -> str:
         "interleaved across guides in one process) and first-step time (set-up + compile). "
         "Ratio: per-round step time over NumPyro's `AutoIAFNormal`, median over rounds.\n"
     )
+    if p.get("note"):
+        lines.append(f"*Note: {p['note']}*\n")
     for model, rows in p["step_time"].items():
         lines.append(
             f"\n**{model}**\n\n| guide | step (µs) | ratio to AutoIAFNormal | first step (s) |"
