@@ -33,6 +33,10 @@ def _machine(payload):
     )
 
 
+def _note(p) -> list[str]:
+    return [f"*Note: {p['note']}*\n"] if p.get("note") else []
+
+
 def speed_section(p) -> str:
     lines = ["## SVI speed\n", _machine(p)]
     lines.append(
@@ -40,8 +44,7 @@ def speed_section(p) -> str:
         "interleaved across guides in one process) and first-step time (set-up + compile). "
         "Ratio: per-round step time over NumPyro's `AutoIAFNormal`, median over rounds.\n"
     )
-    if p.get("note"):
-        lines.append(f"*Note: {p['note']}*\n")
+    lines.extend(_note(p))
     for model, rows in p["step_time"].items():
         lines.append(
             f"\n**{model}**\n\n| guide | step (µs) | ratio to AutoIAFNormal | first step (s) |"
@@ -79,6 +82,7 @@ def speed_section(p) -> str:
 
 def quality_section(p) -> str:
     lines = ["## Quality at an equal wall-clock budget\n", _machine(p)]
+    lines.extend(_note(p))
     lines.append(
         f"Budget: the time of {p['budget']}. Each guide trains as many steps as fit in it; "
         "medians over seeds. KL = −ELBO − log Z where the normaliser is known.\n"
@@ -101,6 +105,7 @@ def quality_section(p) -> str:
 
 def neutra_section(p) -> str:
     lines = ["## NeuTra-NUTS vs NUTS\n", _machine(p)]
+    lines.extend(_note(p))
     lines.append(
         f"{p['chains']} chains × ({p['warmup']} warmup + {p['draws']} draws); guides trained "
         f"{p['svi_steps']} SVI steps. ESS: ArviZ bulk ESS, minimum over parameters.\n"
@@ -126,6 +131,7 @@ def neutra_section(p) -> str:
 
 def posteriordb_section(p) -> str:
     lines = ["## Accuracy against posteriordb reference posteriors\n", _machine(p)]
+    lines.extend(_note(p))
     lines.append(
         f"{p['steps']} SVI steps, 4 particles, Adam with cosine decay 5e-3 → 5e-5, seeds "
         f"{p['seeds']}; 10 000 draws. Worst over parameters of |mean − ref mean| / ref sd "
