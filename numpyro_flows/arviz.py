@@ -184,12 +184,9 @@ def _guide_to_inference_data(
         "log_evidence": psis.log_evidence,
         "num_guide_draws": int(num_samples),
     }
-    log_lik = None
-    if log_likelihood and structure.observed:
-        latents = {name: posterior[name] for name in structure.latent if name in posterior}
-        log_lik = _pointwise_log_likelihood(
-            model, latents, structure.observed, args, kwargs, (1, num_samples)
-        )
+    log_lik = _log_likelihood_group(
+        log_likelihood, model, structure, posterior, args, kwargs, (1, num_samples)
+    )
     return _build(
         structure,
         posterior,
@@ -230,12 +227,9 @@ def _neutra_to_inference_data(result, coords, dims, log_likelihood):
         step_size = np.asarray(stats["step_size"]).reshape(num_chains, 1)
         sample_stats["step_size"] = np.broadcast_to(step_size, (num_chains, num_draws)).copy()
     stats_attrs = {} if result.khat is None else {"psis_khat": float(result.khat)}
-    log_lik = None
-    if log_likelihood and structure.observed:
-        latents = {name: posterior[name] for name in structure.latent if name in posterior}
-        log_lik = _pointwise_log_likelihood(
-            model, latents, structure.observed, args, kwargs, (num_chains, num_draws)
-        )
+    log_lik = _log_likelihood_group(
+        log_likelihood, model, structure, posterior, args, kwargs, (num_chains, num_draws)
+    )
     return _build(
         structure,
         posterior,
@@ -326,6 +320,14 @@ def _site_dims(site, event_dim: int | None) -> list[str | None]:
         if lined_up or event_dim is not None:
             return names
     return [None] * len(shape)
+
+
+def _log_likelihood_group(wanted, model, structure, posterior, args, kwargs, batch_shape):
+    """Pointwise log-likelihoods of the observed sites at the latent draws, or ``None``."""
+    if not (wanted and structure.observed):
+        return None
+    latents = {name: posterior[name] for name in structure.latent if name in posterior}
+    return _pointwise_log_likelihood(model, latents, structure.observed, args, kwargs, batch_shape)
 
 
 def _pointwise_log_likelihood(model, latents, observed, args, kwargs, batch_shape) -> dict:

@@ -55,7 +55,7 @@ def render(source: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def printed_output(script: Path) -> str:
+def output_section(script: Path) -> str:
     """The text the script printed in its last full run, as a closing section."""
     path = OUTPUT / f"{script.stem}.txt"
     if not path.exists():
@@ -70,6 +70,6 @@ def printed_output(script: Path) -> str:
 def on_page_markdown(markdown, page, config, files):  # noqa: ARG001 (MkDocs hook signature)
     def replace(match):
         script = ROOT / match.group(1)
-        return render(script.read_text()) + printed_output(script)
+        return render(script.read_text()) + output_section(script)
 
     return MARKER.sub(replace, markdown)
