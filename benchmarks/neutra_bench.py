@@ -1,70 +1,67 @@
-"""NeuTra-NUTS against plain NUTS: min bulk ESS per gradient and per second, divergences
-and r-hat, on Neal's funnel and eight schools (centred).
+"""NeuTra-NUTS at the defaults against plain NUTS: min bulk ESS per gradient, divergences,
+r-hat, on Neal's funnel (10-D), eight schools (centred) and a centred hierarchical
+regression with 60 groups.
 
-Each guide is trained with 10 000 SVI steps (8 particles, Adam with cosine decay
-3e-3 -> 3e-5), then NUTS runs 4 chains x (1000 warmup + 1000 draws) in the warped space
-with NumPyro's defaults. Two more rows: plain NUTS with ``target_accept_prob=0.99``
-(what one tries first against divergences), and the set-up we recommend for funnels
-(``RECOMMENDED``): a wider AutoIAF with a full affine layer, trained longer with more
-particles, and NUTS at ``target_accept_prob=0.99``.
+Every NeuTra row is the one-call path with every other argument at its default::
 
-    python -m benchmarks.neutra_bench [--quick]
+    fit = fit_guide(key, model, guide=...)          # guide=None: the default guide
+    result = neutra_nuts(key, fit.guide, fit.params, num_chains=4)
+
+against plain NUTS at NumPyro's defaults, 4 chains x (1000 warmup + 1000 draws) on both
+sides, two seeds. Rows: the default guide, each preset passed as ``guide=``, NumPyro's
+``AutoIAFNormal`` through the same ``fit_guide`` (same schedule), and the default guide
+without the learned non-centring (``reparam=False``) to show what it does.
+
+    python -m benchmarks.neutra_bench [--quick] [--seeds 0 1] [--models ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import jax
 import numpy as np
 from numpyro.infer import MCMC, NUTS
+from numpyro.infer.autoguide import AutoIAFNormal
 
-from benchmarks.common import cosine_adam, fit_svi, write_json
-from benchmarks.guides import NUMPYRO, OURS
+from benchmarks.common import write_json
 from benchmarks.models import MODELS
-from numpyro_flows import AutoIAF
-from numpyro_flows._arviz_import import import_arviz
-from numpyro_flows.neutra import neutra_nuts
+from numpyro_flows import AutoIAF, AutoNeuralSpline, AutoRealNVP, fit_guide, neutra_nuts
+from numpyro_flows.reports import mcmc_report
 
-GUIDES = {**OURS, **{k: v for k, v in NUMPYRO.items() if "IAF" in k or "BNAF" in k}}
+NEUTRA_MODELS = ("eight_schools_centered", "funnel10", "hierarchical60")
 
-# NeuTra for a funnel-shaped posterior: the guide must follow the neck closely, so wider
-# MADE layers and a full affine layer, started narrow (with AutoIAF's default scale 1 one
-# run on eight schools left one divergence); trained longer and with more particles; NUTS
-# with a high target acceptance for what the guide leaves of the neck.
-RECOMMENDED = {
-    "name": "NeuTra AutoIAF(hidden 32x32, full, init_scale 0.1) 20k steps, 16 particles, "
-    "accept 0.99",
-    "make_guide": lambda m: AutoIAF(m, hidden_dims=[32, 32], affine="full", init_scale=0.1),
-    "steps": 20_000,
-    "particles": 16,
-    "target_accept_prob": 0.99,
+# name -> (fit_guide keyword arguments); every other argument at its default.
+SETUPS = {
+    "fit_guide defaults": {},
+    "AutoIAF": {"guide": AutoIAF},
+    "AutoRealNVP": {"guide": AutoRealNVP},
+    "AutoNeuralSpline": {"guide": AutoNeuralSpline},
+    "AutoNeuralSpline(coupling)": {"guide": lambda m: AutoNeuralSpline(m, coupling=True)},
+    "numpyro.AutoIAFNormal": {"guide": AutoIAFNormal},
+    "fit_guide(reparam=False)": {"reparam": False},
 }
 
 
 def _metrics(samples: dict, stats: dict, seconds: float) -> dict:
-    az = import_arviz()
-    data = az.from_dict(posterior={k: np.asarray(v) for k, v in samples.items()})
-    ess = az.ess(data, method="bulk")
-    rhat = az.rhat(data)
-    min_ess = float(min(np.min(ess[v].values) for v in ess.data_vars))
-    max_rhat = float(max(np.max(rhat[v].values) for v in rhat.data_vars))
+    report = mcmc_report(samples, stats)
     gradients = int(np.sum(stats["num_steps"]))
     return {
-        "min_bulk_ess": min_ess,
-        "ess_per_gradient": min_ess / gradients,
-        "ess_per_second": min_ess / seconds,
+        "min_bulk_ess": report.min_ess_bulk,
+        "min_tail_ess": report.min_ess_tail,
+        "ess_per_gradient": report.min_ess_bulk / gradients,
         "gradients": gradients,
         "divergences": int(np.sum(stats["diverging"])),
-        "max_rhat": max_rhat,
+        "max_rhat": report.max_rhat,
         "seconds": seconds,
     }
 
 
-def plain_nuts(model, warmup, draws, chains, seed, target_accept_prob=0.8) -> dict:
+def plain_nuts(model, warmup, draws, chains, seed) -> dict:
     mcmc = MCMC(
-        NUTS(model, target_accept_prob=target_accept_prob),
+        NUTS(model),
         num_warmup=warmup,
         num_samples=draws,
         num_chains=chains,
@@ -78,80 +75,75 @@ def plain_nuts(model, warmup, draws, chains, seed, target_accept_prob=0.8) -> di
     return _metrics(mcmc.get_samples(group_by_chain=True), stats, seconds)
 
 
-def neutra(
-    model, make_guide, warmup, draws, chains, steps, seed, particles=8, target_accept_prob=0.8
-) -> dict:
-    guide = make_guide(model)
-    params, _, fit_seconds, ok = fit_svi(
-        model,
-        guide,
-        steps=steps,
-        optimizer=cosine_adam(3e-3, 3e-5, steps),
-        particles=particles,
-        seed=seed,
-    )
-    if not ok:
-        return {"error": "SVI diverged (non-finite loss)"}
-    t0 = time.perf_counter()
-    result = neutra_nuts(
-        jax.random.key(seed + 1),
-        guide,
-        params,
-        num_warmup=warmup,
-        num_samples=draws,
-        num_chains=chains,
-        chain_method="vectorized",
-        progress_bar=False,
-        khat_samples=2000,
-        nuts_kwargs={"target_accept_prob": target_accept_prob},
-    )
-    seconds = time.perf_counter() - t0
+def neutra(model, setup: dict, warmup, draws, chains, seed, quick=False) -> dict:
+    fit_kwargs = {"max_steps": 3000} if quick else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # k-hat and run-report warnings: in the row
+        fit = fit_guide(jax.random.key(seed), model, progress_bar=False, **setup, **fit_kwargs)
+        t0 = time.perf_counter()
+        result = neutra_nuts(
+            jax.random.key(seed + 1),
+            fit.guide,
+            fit.params,
+            num_warmup=warmup,
+            num_samples=draws,
+            num_chains=chains,
+            chain_method="vectorized",
+            progress_bar=False,
+            khat_samples=0,
+        )
+        seconds = time.perf_counter() - t0
     return {
         **_metrics(result.samples, result.sample_stats, seconds),
-        "khat": result.khat,
-        "svi_seconds": fit_seconds,
+        "khat": fit.khat,
+        "fit_seconds": fit.seconds,
+        "fit_steps": fit.num_steps,
     }
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, seeds=(0, 1), models=NEUTRA_MODELS, setups=None) -> dict:
     warmup, draws, chains = (300, 300, 2) if quick else (1000, 1000, 4)
-    steps = 2000 if quick else 10_000
+    setups = setups or list(SETUPS)
     out = {}
-    for model_name in ("funnel10", "eight_schools_centered"):
+    for model_name in models:
         model = MODELS[model_name][0]
-        rows = {"NUTS": plain_nuts(model, warmup, draws, chains, 0)}
-        rows["NUTS, accept 0.99"] = plain_nuts(model, warmup, draws, chains, 0, 0.99)
-        for name, make in GUIDES.items():
-            rows[f"NeuTra {name}"] = neutra(model, make, warmup, draws, chains, steps, 0)
-        r = RECOMMENDED
-        rows[r["name"]] = neutra(
-            model,
-            r["make_guide"],
-            warmup,
-            draws,
-            chains,
-            steps * 2 if quick else r["steps"],
-            0,
-            particles=r["particles"],
-            target_accept_prob=r["target_accept_prob"],
-        )
-        base = rows["NUTS"]["ess_per_gradient"]
-        for name, row in rows.items():
-            if "ess_per_gradient" in row:
+        out[model_name] = {}
+        for seed in seeds:
+            rows = {"NUTS": plain_nuts(model, warmup, draws, chains, seed)}
+            for name in setups:
+                rows[f"NeuTra {name}"] = neutra(
+                    model, SETUPS[name], warmup, draws, chains, seed, quick
+                )
+            base = rows["NUTS"]["ess_per_gradient"]
+            for name, row in rows.items():
                 row["ess_per_gradient_ratio"] = row["ess_per_gradient"] / base
-            print(f"{model_name:24s} {name:40s} {row}", flush=True)
-        out[model_name] = rows
+                print(f"{model_name:24s} seed {seed} {name:38s} {_line(row)}", flush=True)
+            out[model_name][f"seed {seed}"] = rows
     write_json(
         "neutra",
-        {"warmup": warmup, "draws": draws, "chains": chains, "svi_steps": steps, "results": out},
+        {"warmup": warmup, "draws": draws, "chains": chains, "seeds": list(seeds), "results": out},
     )
     return out
+
+
+def _line(row: dict) -> str:
+    text = (
+        f"ESS/grad x{row['ess_per_gradient_ratio']:.1f} div {row['divergences']} "
+        f"r-hat {row['max_rhat']:.3f} min ESS {row['min_bulk_ess']:.0f}"
+    )
+    if "fit_seconds" in row:
+        text += f" fit {row['fit_seconds']:.1f}s ({row['fit_steps']} steps) k-hat {row['khat']:.2f}"
+    return text
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    run(parser.parse_args(argv).quick)
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
+    parser.add_argument("--models", nargs="*", choices=list(MODELS), default=list(NEUTRA_MODELS))
+    parser.add_argument("--setups", nargs="*", choices=list(SETUPS), default=list(SETUPS))
+    args = parser.parse_args(argv)
+    run(args.quick, args.seeds, args.models, args.setups)
 
 
 if __name__ == "__main__":

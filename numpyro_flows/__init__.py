@@ -3,12 +3,15 @@ PSIS diagnostics and ArviZ export."""
 
 from numpyro_flows import (
     bijections,
+    checks,
     density,
     diagnostics,
     distributed,
     flows,
     monitoring,
     nn,
+    reparam,
+    reports,
     training,
 )
 from numpyro_flows.arviz import to_inference_data
@@ -16,6 +19,7 @@ from numpyro_flows.autoguides import AutoFlow, AutoIAF, AutoNeuralSpline, AutoRe
 from numpyro_flows.density import FlowDistribution, flow_module
 from numpyro_flows.diagnostics import psis_diagnostic, psis_resample
 from numpyro_flows.flows import Flow
+from numpyro_flows.guide_fit import GuideFit, fit_guide
 from numpyro_flows.monitoring import run_svi_with_khat
 from numpyro_flows.neutra import neutra_nuts, neutra_reparam
 from numpyro_flows.serialization import load_guide, save_guide
@@ -31,11 +35,14 @@ __all__ = [
     "FitResult",
     "Flow",
     "FlowDistribution",
+    "GuideFit",
     "bijections",
+    "checks",
     "density",
     "diagnostics",
     "distributed",
     "fit",
+    "fit_guide",
     "flow_module",
     "flows",
     "load_guide",
@@ -45,6 +52,8 @@ __all__ = [
     "nn",
     "psis_diagnostic",
     "psis_resample",
+    "reparam",
+    "reports",
     "run_svi_with_khat",
     "save_guide",
     "to_inference_data",

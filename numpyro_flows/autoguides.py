@@ -40,11 +40,14 @@ from numpyro.infer.initialization import init_to_uniform
 from numpyro_flows import flows as _flows
 from numpyro_flows.bijections import Chain
 from numpyro_flows.flows import Flow
-from numpyro_flows.laplace import laplace_approximation
+from numpyro_flows.laplace import laplace_approximation, laplace_khat
 from numpyro_flows.nn.common import ACTIVATIONS, _stax_layers
 
 AFFINES = ("diagonal", "full")
-WARM_STARTS = (None, "laplace")
+WARM_STARTS = (None, "laplace", "auto")
+
+# warm_start="auto" keeps a Laplace start only if its PSIS k-hat is below this.
+LAPLACE_KHAT_MAX = 0.7
 
 # Monte Carlo draws behind `median` and `quantiles` (a flow has no closed form for them).
 NUM_QUANTILE_SAMPLES = 10_000
@@ -72,6 +75,11 @@ class AutoFlow(AutoContinuous):
             posterior standard deviations, which keeps badly scaled, strongly correlated
             posteriors (collinear regressions) accurate. Where there is no mode or no
             positive curvature it centres at the end point with ``init_scale``, warning.
+            ``"auto"``: the same where the search converges to a mode with positive
+            curvature whose Gaussian is a fair importance proposal (PSIS k-hat below
+            ``LAPLACE_KHAT_MAX``), and silently the plain start (``init_loc_fn``,
+            ``init_scale``) where it is not (no mode; a funnel, whose mode is a needle
+            deep in its neck): what :func:`numpyro_flows.fit_guide` uses.
         create_plates: as in :class:`~numpyro.infer.autoguide.AutoGuide`.
 
     Example::
@@ -136,11 +144,13 @@ class AutoFlow(AutoContinuous):
                 raise ValueError(_local_latent_message(self)) from None
             raise
         self._latent_layout = _latent_layout(self.prototype_trace, self._init_locs)
-        if self.warm_start == "laplace":
+        if self.warm_start in ("laplace", "auto"):
             self._laplace_warm_start()
 
     def _laplace_warm_start(self):
         if isinstance(self._init_latent, jax.core.Tracer):
+            if self.warm_start == "auto":
+                return  # set up under jit: the plain start
             raise ValueError(
                 "warm_start='laplace' runs an optimiser when the guide first meets the model; "
                 "call svi.init outside jax.jit."
@@ -154,6 +164,8 @@ class AutoFlow(AutoContinuous):
         with numpyro.handlers.block():
             result = laplace_approximation(potential, self._init_latent)
         self.laplace = result
+        if self.warm_start == "auto" and not _is_usable_mode(potential, result):
+            return
         if not bool(jnp.all(jnp.isfinite(result.loc))):
             warnings.warn(
                 "Laplace warm start: the mode search diverged; starting from init_loc_fn.",
@@ -396,12 +408,20 @@ def activation_name(activation):
 
 # ---------------------------------------------------------------------- helpers
 def _reject_discrete_latents(guide, args, kwargs):
-    # Values as NumPyro's own prototype run makes them (improper priors cannot be sampled).
+    # Values from the guide's own init strategy, as NumPyro's prototype run makes them
+    # (improper priors cannot be sampled; a uniform draw may be where the model blows up).
     model = numpyro.handlers.substitute(
-        numpyro.handlers.seed(guide.model, 0), substitute_fn=init_to_uniform
+        numpyro.handlers.seed(guide.model, 0), substitute_fn=guide.init_loc_fn
     )
-    with numpyro.handlers.block():
-        trace = numpyro.handlers.trace(model).get_trace(*args, **kwargs)
+    # This check exists to give a clear error; it must not fail on a valid model. Only the
+    # sites' supports are read, so argument validation is off (a draw where an ODE solution
+    # blows up makes a NaN loc, and with numpyro.enable_validation() that would raise), and
+    # any other error is left to NumPyro's own set-up, which reports it with the model.
+    try:
+        with numpyro.handlers.block(), numpyro.validation_enabled(False):
+            trace = numpyro.handlers.trace(model).get_trace(*args, **kwargs)
+    except Exception:
+        return
     for name, site in trace.items():
         if site["type"] == "sample" and not site["is_observed"] and site["fn"].support.is_discrete:
             raise ValueError(
@@ -410,6 +430,19 @@ def _reject_discrete_latents(guide, args, kwargs):
                 "with numpyro.factor, or mark it infer={'enumerate': 'parallel'} and use "
                 "TraceEnum_ELBO with a guide that hides it via numpyro.handlers.block)."
             )
+
+
+def _is_usable_mode(potential, result) -> bool:
+    """A converged search with positive-definite curvature at its end point, whose
+    Gaussian is a fair importance proposal (not a needle in a funnel's neck)."""
+    if not (
+        bool(result.converged)
+        and result.scale_tril is not None
+        and bool(jnp.all(jnp.isfinite(result.loc)))
+    ):
+        return False
+    with numpyro.handlers.block():
+        return laplace_khat(potential, result, jax.random.key(0)) < LAPLACE_KHAT_MAX
 
 
 def _local_latent_message(guide) -> str:

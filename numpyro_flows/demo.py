@@ -1,15 +1,19 @@
 """``numpyro-flows demo``: a flow guide, NeuTra-NUTS and plain NUTS on a built-in model.
 
-Trains a neural-spline guide (with a progress bar), runs plain NUTS and NeuTra-NUTS,
-prints a side-by-side table (min bulk ESS per gradient, divergences, k-hat, wall time),
-and writes InferenceData NetCDF files and a PNG of the funnel's neck (or of eight
-schools' ``tau``-``theta`` funnel) for the three posteriors.
+Fits a flow guide with :func:`numpyro_flows.fit_guide` at its defaults (with a progress
+bar), runs plain NUTS and NeuTra-NUTS (:func:`numpyro_flows.neutra_nuts` at its defaults),
+prints a side-by-side table (min bulk ESS per gradient, divergences, k-hat, wall time)
+and a run report (the guide's k-hat verdict; divergences, r-hat and bulk/tail ESS of both
+samplers, each flagged when bad), and writes InferenceData NetCDF files, a PNG of the
+funnel's neck (or of eight schools' ``tau``-``theta`` funnel) for the three posteriors and
+``summary.json``. Earlier outputs in the folder are replaced only with ``--force``.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -17,6 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+
+from numpyro_flows._io import write_atomically
+from numpyro_flows.reports import RunReportWarning
 
 SCHOOLS_Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
 SCHOOLS_SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
@@ -37,6 +44,9 @@ def eight_schools(y=SCHOOLS_Y, sigma=SCHOOLS_SIGMA):
         numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)
 
 
+# What the demo writes into its --out folder.
+OUTPUTS = ("neutra.nc", "nuts.nc", "guide.nc", "neck.png", "summary.json")
+
 # model, neck variables (x axis, y axis) for the plot
 MODELS = {
     "funnel": (funnel, ("v", "x[0]")),
@@ -48,14 +58,6 @@ def _neck(samples: dict, model_name: str):
     if model_name == "funnel":
         return np.ravel(samples["v"]), np.ravel(np.asarray(samples["x"])[..., 0])
     return np.ravel(np.log(samples["tau"])), np.ravel(np.asarray(samples["theta"])[..., 0])
-
-
-def _min_ess(samples: dict) -> float:
-    from numpyro_flows._arviz_import import import_arviz
-
-    az = import_arviz()
-    ess = az.ess(az.from_dict(posterior={k: np.asarray(v) for k, v in samples.items()}))
-    return float(min(np.min(ess[v].values) for v in ess.data_vars))
 
 
 def _plot(path: Path, model_name: str, panels: dict) -> None:
@@ -74,8 +76,6 @@ def _plot(path: Path, model_name: str, panels: dict) -> None:
     axes[0].set_ylabel(labels[1])
     fig.suptitle(f"{model_name}: the neck of the funnel")
     fig.tight_layout()
-    from numpyro_flows.cli import write_atomically
-
     write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
@@ -84,30 +84,40 @@ def main(args) -> int:
     from numpyro.infer import MCMC, NUTS
 
     from numpyro_flows.arviz import to_inference_data
-    from numpyro_flows.cli import make_guide, train, write_atomically
-    from numpyro_flows.diagnostics import psis_diagnostic
+    from numpyro_flows.cli import UserError
+    from numpyro_flows.guide_fit import fit_guide
     from numpyro_flows.neutra import neutra_nuts, nuts_sample_stats
+    from numpyro_flows.reports import khat_verdict, mcmc_report
 
-    steps, warmup, draws, chains = (800, 200, 200, 2) if args.fast else (6000, 500, 500, 4)
+    max_steps, warmup, draws, chains = (600, 200, 200, 2) if args.fast else (30_000, 1000, 1000, 4)
     model, _ = MODELS[args.model]
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a file; the demo writes into a folder")
+    existing = [name for name in OUTPUTS if (out / name).exists()]
+    if existing and not getattr(args, "force", False):
+        raise UserError(
+            f"{str(out)!r} already holds demo outputs ({', '.join(existing)}); pass --force to "
+            "replace them, or choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     rows = {}
 
-    print(f"[1/3] training a neural-spline guide on {args.model} ({steps} SVI steps)")
-    guide = make_guide("spline", model)
-    t0 = time.perf_counter()
-    params, _ = train(model, guide, steps=steps, lr=5e-3, particles=8, seed=args.seed)
-    svi_seconds = time.perf_counter() - t0
-    psis = psis_diagnostic(jax.random.key(args.seed + 1), guide, params, num_samples=2000)
+    print(f"[1/3] fitting a flow guide to {args.model} (fit_guide at its defaults)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RunReportWarning)  # the verdict is in the report
+        fit = fit_guide(jax.random.key(args.seed), model, max_steps=max_steps)
+    guide, params, psis, svi_seconds = fit.guide, fit.params, fit.psis, fit.seconds
     guide_draws = guide.sample_posterior(
         jax.random.key(args.seed + 2), params, sample_shape=(chains * draws,)
     )
+    guide_verdict = khat_verdict(psis.khat, ess=psis.ess, failure=psis.failure)
     rows["flow guide (SVI)"] = {
         "min_ess": psis.ess,
         "ess_per_gradient": None,
         "divergences": None,
         "khat": psis.khat,
+        "khat_verdict": guide_verdict,
         "seconds": svi_seconds,
     }
 
@@ -125,38 +135,45 @@ def main(args) -> int:
     nuts_seconds = time.perf_counter() - t0
     nuts_samples = mcmc.get_samples(group_by_chain=True)
     nuts_stats = nuts_sample_stats(mcmc)
-    ess = _min_ess(nuts_samples)
+    nuts_report = mcmc_report(nuts_samples, nuts_stats)
+    ess = nuts_report.min_ess_bulk
     rows["NUTS"] = {
         "min_ess": ess,
         "ess_per_gradient": ess / nuts_stats["num_steps"].sum(),
         "divergences": int(nuts_stats["diverging"].sum()),
         "khat": None,
+        "problems": nuts_report.problems(),
         "seconds": nuts_seconds,
     }
 
     print(f"[3/3] NeuTra-NUTS ({chains} chains x {warmup}+{draws})")
     t0 = time.perf_counter()
-    result = neutra_nuts(
-        jax.random.key(args.seed + 4),
-        guide,
-        params,
-        num_warmup=warmup,
-        num_samples=draws,
-        num_chains=chains,
-        chain_method="sequential",
-        khat_samples=0,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RunReportWarning)  # printed in the run report below
+        result = neutra_nuts(
+            jax.random.key(args.seed + 4),
+            guide,
+            params,
+            num_warmup=warmup,
+            num_samples=draws,
+            num_chains=chains,
+            chain_method="sequential",
+            khat_samples=0,
+        )
     neutra_seconds = time.perf_counter() - t0
-    ess = _min_ess(result.samples)
+    neutra_report = mcmc_report(result.samples, result.sample_stats)
+    ess = neutra_report.min_ess_bulk
     rows["NeuTra-NUTS"] = {
         "min_ess": ess,
         "ess_per_gradient": ess / result.sample_stats["num_steps"].sum(),
         "divergences": int(result.sample_stats["diverging"].sum()),
         "khat": psis.khat,
+        "problems": neutra_report.problems(),
         "seconds": neutra_seconds,
     }
 
     print_table(args.model, rows)
+    print_report(guide_verdict, psis.khat, {"NUTS": nuts_report, "NeuTra-NUTS": neutra_report})
     from numpyro_flows._arviz_import import import_arviz
 
     az = import_arviz()
@@ -177,8 +194,18 @@ def main(args) -> int:
     write_atomically(
         out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1))
     )
-    print(f"wrote {', '.join(str(out / n) for n in [*outputs, 'neck.png', 'summary.json'])}")
+    print(f"wrote {', '.join(str(out / n) for n in OUTPUTS)}")
     return 0
+
+
+def print_report(guide_verdict: str, khat: float, reports: dict) -> None:
+    """The run report: the guide's k-hat verdict and each sampler's diagnostics."""
+    print("run report:")
+    print(f"  flow guide k-hat: {khat:.2f} ({guide_verdict})")
+    for name, report in reports.items():
+        for line in str(report).splitlines():
+            print(f"  {name} {line}")
+    print()
 
 
 def _cell(value, fmt):

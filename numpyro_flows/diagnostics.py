@@ -20,7 +20,7 @@ import numpy as np
 import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.infer.autoguide import AutoContinuous
-from numpyro.infer.util import constrain_fn
+from numpyro.infer.util import constrain_fn, potential_energy
 from scipy.special import logsumexp
 
 from numpyro_flows._arviz_import import import_arviz
@@ -29,6 +29,10 @@ from numpyro_flows._arviz_import import import_arviz
 # min(1 - 1/log10(S), 0.7) (see khat_threshold).
 KHAT_GOOD = 0.5
 KHAT_BAD = 0.7
+
+# An importance-sampling ESS below this (out of S draws) means one draw carries nearly all
+# the weight: the weights are degenerate, whatever k-hat says.
+DEGENERATE_ESS = 2.0
 
 # ArviZ fits the Pareto tail to the largest ceil(S / 5) ratios (for small S) and needs
 # more than 4 of them: below 21 draws k-hat cannot be estimated.
@@ -41,8 +45,8 @@ class PSISResult(NamedTuple):
     Attributes:
         khat: Pareto shape of the importance-ratio tail (lower is better; above
             :func:`khat_threshold` (0.7 for S >= 2200 draws) the guide is not a reliable
-            posterior approximation). ``inf`` if the tail fit failed, ``-inf`` if all
-            finite ratios are equal (the guide is exact up to a constant).
+            posterior approximation). ``inf`` when the weights are degenerate (see
+            ``failure``), so that ``khat > 0.7`` flags them.
         log_weights: smoothed, normalised log importance weights ``(S,)``
             (``logsumexp(log_weights) == 0``).
         ess: importance-sampling effective sample size of the smoothed weights,
@@ -52,6 +56,10 @@ class PSISResult(NamedTuple):
             log-Jacobian of the constraining maps) ``(S,)``.
         log_q: ``log q(z)`` per draw ``(S,)``.
         latent: the unconstrained latent draws ``(S, D)``.
+        failure: ``None``, or what went wrong when the weights are degenerate: all
+            finite ratios equal (float precision swamped the guide's density, typically
+            data of huge magnitude), a failed tail fit, or an ESS of about 1 (one draw
+            carries all the weight). A result with a failure is never "ok".
     """
 
     khat: float
@@ -61,6 +69,27 @@ class PSISResult(NamedTuple):
     log_p: np.ndarray | None
     log_q: np.ndarray | None
     latent: np.ndarray | None
+    failure: str | None = None
+
+    def __repr__(self) -> str:
+        from numpyro_flows.reports import khat_verdict
+
+        verdict = khat_verdict(self.khat, ess=self.ess, failure=self.failure)
+        shapes = ", ".join(
+            f"{name}={_shape(getattr(self, name))}"
+            for name in ("log_weights", "log_p", "log_q", "latent")
+        )
+        return (
+            f"PSISResult(khat={self.khat:.3g} [{verdict}], ess={self.ess:.1f} of "
+            f"{len(self.log_weights)}, log_evidence={self.log_evidence:.4g}, {shapes})"
+        )
+
+    __str__ = __repr__
+
+
+def _shape(value) -> str:
+    """An array's shape for a short repr (``None`` stays ``None``)."""
+    return "None" if value is None else str(tuple(np.shape(value)))
 
 
 def khat_threshold(num_samples: int) -> float:
@@ -154,6 +183,16 @@ def log_ratio_fn(guide, *args, num_samples: int = 1000, **kwargs) -> Callable:
     _check_num_samples(num_samples)
     _ensure_setup(guide, args, kwargs)
     potential_fn = guide._potential_fn_gen(*args, **kwargs)
+    trace = guide.prototype_trace
+    has_model_params = any(site["type"] == "param" for site in trace.values())
+
+    def log_density(params, z):
+        if not has_model_params:
+            return -potential_fn(guide._unpack_latent(z))
+        # The model's own param sites (e.g. a learned centring) at their fitted values,
+        # not the initial values the guide's potential function was built with.
+        model = handlers.substitute(guide.model, data=_model_param_values(guide, params))
+        return -potential_energy(model, args, kwargs, guide._unpack_latent(z))
 
     @jax.jit
     def draw(rng_key, params):
@@ -162,7 +201,7 @@ def log_ratio_fn(guide, *args, num_samples: int = 1000, **kwargs) -> Callable:
         posterior = dist.TransformedDistribution(guide.get_base_dist(), guide.get_transform(params))
         latent, intermediates = posterior.sample_with_intermediates(rng_key, (num_samples,))
         log_q = posterior.log_prob(latent, intermediates)
-        log_p = -jax.vmap(lambda z: potential_fn(guide._unpack_latent(z)))(latent)
+        log_p = jax.vmap(lambda z: log_density(params, z))(latent)
         return latent, log_p, log_q
 
     return draw
@@ -196,7 +235,9 @@ def psis_from_log_ratios(log_ratios, latent=None, log_p=None, log_q=None) -> PSI
     """Pareto-smooths log importance ratios with ArviZ and summarises them.
 
     Draws with a NaN or ``-inf`` ratio (the model's density is zero or undefined there)
-    get weight zero.
+    get weight zero. Degenerate weights (all finite ratios equal, a failed tail fit, or an
+    ESS below ``DEGENERATE_ESS`` = 2) are reported in ``failure``, with ``khat = inf``
+    where it could not be estimated.
 
     Args:
         log_ratios: ``log p(x, z) - log q(z)`` for ``S >= 21`` draws ``z ~ q``, shape
@@ -219,23 +260,44 @@ def psis_from_log_ratios(log_ratios, latent=None, log_p=None, log_q=None) -> PSI
             "Every importance ratio is -inf or NaN: the model's log density is not finite at "
             "any guide draw. Check the model and the fitted parameters."
         )
+    failure = None
     if np.ptp(log_ratios[finite]) == 0:
-        # Equal ratios: the weights are uniform over the finite draws. ArviZ would find
-        # no tail and report inf, which reads as the opposite.
+        # Equal ratios: k-hat cannot be estimated. In floating point this is rarely an
+        # exact guide; far more often log p(x, z) is so large that its rounding swamps
+        # log q(z) (data of huge magnitude), and the "posterior" means nothing.
         smoothed = np.where(finite, -np.log(np.sum(finite)), -np.inf)
-        khat = -np.inf
+        khat = np.inf
+        failure = (
+            f"all {int(np.sum(finite))} finite importance ratios are equal "
+            f"(log p - log q = {log_ratios[finite][0]:.4g}), so k-hat cannot be estimated: "
+            "usually the model's log density is so large that float precision swamps the "
+            "guide's (check the scale of the data)"
+        )
     else:
         smoothed, khat = import_arviz().psislw(log_ratios[None, :].copy())
         smoothed, khat = np.asarray(smoothed)[0], float(np.asarray(khat).reshape(-1)[0])
     weights = np.exp(smoothed - logsumexp(smoothed))
+    ess = float(1.0 / np.sum(weights**2))
+    if failure is None and not np.isfinite(khat):
+        failure = (
+            f"the Pareto tail fit failed (k-hat = {khat}, ESS {ess:.2f} of "
+            f"{len(log_ratios)}): a few draws carry nearly all the weight"
+        )
+        khat = np.inf
+    if failure is None and ess < DEGENERATE_ESS:
+        failure = (
+            f"one draw carries {np.max(weights):.0%} of the importance weight (ESS "
+            f"{ess:.2f} of {len(log_ratios)}): the guide misses the posterior"
+        )
     return PSISResult(
         khat=khat,
         log_weights=smoothed,
-        ess=float(1.0 / np.sum(weights**2)),
+        ess=ess,
         log_evidence=float(logsumexp(log_ratios) - np.log(len(log_ratios))),
         log_p=log_p,
         log_q=log_q,
         latent=latent,
+        failure=failure,
     )
 
 
@@ -256,7 +318,10 @@ def psis_diagnostic(rng_key, guide, params, *args, num_samples: int = 1000, **kw
 
     Returns:
         A :class:`PSISResult`. ``khat`` above :func:`khat_threshold` (at most 0.7) means
-        the guide misses part of the posterior.
+        the guide misses part of the posterior; ``failure`` says when the weights are
+        degenerate (then ``khat`` is ``inf`` or the ESS about 1). ``print(result)`` shows
+        k-hat with its verdict (:func:`numpyro_flows.reports.khat_verdict`), the ESS and
+        the array shapes.
 
     Example::
 
@@ -351,6 +416,7 @@ def psis_resample(
 
 
 __all__ = [
+    "DEGENERATE_ESS",
     "KHAT_BAD",
     "KHAT_GOOD",
     "MIN_PSIS_SAMPLES",

@@ -87,7 +87,66 @@ class Flow:
         """
         if context is not None:
             context = jnp.asarray(context)
-        return self.layer.build(params, context, state, training)
+        event_size = self.check_params(params)
+        bijection = self.layer.build(params, context, state, training)
+        if event_size is None:  # a user layer that does not know its event size
+            return bijection
+        return EventSizeChecked(bijection, event_size, self.name)
+
+    def check_params(self, params) -> int | None:
+        """Checks that ``params`` were made for this flow; returns their event size ``D``.
+
+        The pytree structure and array shapes must be those :meth:`init` gives (for some
+        ``D`` and context size), so the params of another flow or guide get a clear error
+        here instead of a shape error deep inside a ``vmap``. Returns ``None`` (nothing
+        checked) for a user-defined layer without ``event_size``.
+
+        Raises:
+            ValueError: naming the first parameter that does not fit, what was expected
+                and what was given.
+        """
+        try:
+            event_size = int(self.layer.event_size(params))
+        except NotImplementedError:
+            return None
+        except (KeyError, IndexError, TypeError, AttributeError) as error:
+            raise ValueError(self._mismatch(f"their layout does not fit ({error!r})")) from None
+        if event_size < 1:
+            raise ValueError(self._mismatch(f"they give an event size of {event_size}"))
+        given = jax.tree.flatten_with_path(params)
+        given_shapes = [jnp.shape(leaf) for _, leaf in given[0]]
+        for context_dim in (0, 1):
+            expected, treedef = _expected_shapes(self.layer, event_size, context_dim)
+            if treedef != given[1]:
+                continue
+            # Shapes that change with the context size are not compared.
+            other, _ = _expected_shapes(self.layer, event_size, context_dim + 1)
+            other = expected if other is None else other
+            for (path, _), want, want_other, got in zip(given[0], expected, other, given_shapes):
+                if want == want_other and tuple(want) != tuple(got):
+                    raise ValueError(
+                        self._mismatch(
+                            f"params{jax.tree_util.keystr(path)} has shape {tuple(got)}, but "
+                            f"this flow on events of size {event_size} expects {tuple(want)}"
+                        )
+                    )
+            return event_size
+        expected, _ = _expected_shapes(self.layer, event_size, 0)
+        if expected is None:  # init cannot be traced abstractly: nothing to compare with
+            return event_size
+        raise ValueError(
+            self._mismatch(
+                f"they hold {len(given_shapes)} arrays in another layout than the "
+                f"{len(expected)} that init gives"
+            )
+        )
+
+    def _mismatch(self, detail: str) -> str:
+        return (
+            f"These params do not fit the {self.name} flow: {detail}. They are the params of "
+            "another flow or guide (or of this flow built with other settings); pass the "
+            "params made by this flow's init, trained with it, or saved with this guide."
+        )
 
     def data_init(self, params, data, context=None, state=None):
         """Data-dependent initialisation (ActNorm): returns new params.
@@ -117,6 +176,77 @@ class Flow:
 @functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
 def _init(layer, rng_key, dim, context_dim, dtype):
     return layer.init(rng_key, dim, context_dim, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _expected_shapes(layer, dim: int, context_dim: int):
+    """Leaf shapes and tree structure of ``layer.init(..., dim, context_dim)``, or
+    ``(None, None)`` when that init fails."""
+    try:
+        shapes = jax.eval_shape(
+            lambda key: layer.init(key, dim, context_dim, None), jax.random.key(0)
+        )
+    except Exception:  # e.g. a user layer that takes no context: (None, None)
+        return None, None
+    leaves, treedef = jax.tree.flatten(shapes)
+    return [tuple(leaf.shape) for leaf in leaves], treedef
+
+
+class EventSizeChecked(Bijection):
+    """A flow's bijection, checking that its input has the event size of the params.
+
+    Without the check, a vector of the wrong size fails deep inside a network with a
+    broadcasting error; with it the error names both sizes and the fix.
+    """
+
+    children = ("bijection",)
+    static = ("event_size", "flow_name")
+
+    def __init__(self, bijection: Bijection, event_size: int, flow_name: str = "flow"):
+        self.bijection = bijection
+        self.event_size = int(event_size)
+        self.flow_name = flow_name
+
+    def _check(self, x, name: str):
+        self._check_shape(jnp.shape(x), name)
+
+    def _check_shape(self, shape, name: str):
+        if not shape or shape[-1] != self.event_size:
+            given = "a scalar" if not shape else f"size {shape[-1]} (shape {tuple(shape)})"
+            raise ValueError(
+                f"The {self.flow_name} flow's params are for events of size "
+                f"{self.event_size}, but its {name} was given {given}. Pass arrays whose last "
+                f"axis has {self.event_size} entries, or params made for this size with "
+                "flow.init(rng_key, dim); the params of another flow or guide give this too."
+            )
+
+    def forward_and_log_det(self, x):
+        self._check(x, "input x")
+        return self.bijection.forward_and_log_det(x)
+
+    def inverse_and_log_det(self, y):
+        self._check(y, "inverse input y")
+        return self.bijection.inverse_and_log_det(y)
+
+    def forward_shape(self, shape):
+        # Distributions ask for shapes first (TransformedDistribution), so check here too.
+        self._check_shape(tuple(shape), "input x")
+        return self.bijection.forward_shape(shape)
+
+    def inverse_shape(self, shape):
+        self._check_shape(tuple(shape), "inverse input y")
+        return self.bijection.inverse_shape(shape)
+
+    def __getattr__(self, name):
+        # Transparent otherwise: e.g. a Scan's `layer(i)` and `num_layers` stay reachable.
+        # (Only called for attributes not found; `bijection` itself may not be set yet
+        # while unpickling or unflattening.)
+        if name == "bijection" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.bijection, name)
+
+    def __repr__(self):
+        return repr(self.bijection)
 
 
 def _leaves(tree):

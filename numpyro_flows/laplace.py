@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -100,4 +101,40 @@ def laplace_approximation(
     return LaplaceResult(z, scale_tril, converged, int(count), float(grad_norm))
 
 
-__all__ = ["LaplaceResult", "laplace_approximation"]
+def laplace_khat(potential_fn, result: LaplaceResult, rng_key, num_samples: int = 500) -> float:
+    """PSIS k-hat of the Laplace approximation as an importance proposal.
+
+    A mode is not always a good place to start: a funnel's joint density has its mode
+    deep in the neck, where the Laplace approximation is a needle. Drawing from
+    ``N(mode, H^{-1})`` and Pareto-smoothing the ratios (Yao et al. 2018,
+    https://arxiv.org/abs/1802.02538) tells a usable Gaussian (k-hat well below 0.7) from
+    such a needle.
+
+    Args:
+        potential_fn: ``(D,) -> scalar``, the negative log density (unconstrained).
+        result: a :class:`LaplaceResult` with a ``scale_tril``.
+        rng_key: a JAX PRNG key.
+        num_samples: draws from the approximation.
+
+    Returns:
+        k-hat (``inf`` where the ratios are degenerate or the result has no scale).
+    """
+    from numpyro_flows.diagnostics import psis_from_log_ratios
+
+    if result.scale_tril is None:
+        return float("inf")
+
+    @jax.jit
+    def log_ratios(key):
+        eps = jax.random.normal(key, (num_samples, result.loc.shape[-1]), result.loc.dtype)
+        z = result.loc + eps @ result.scale_tril.T
+        log_q = -0.5 * jnp.sum(eps**2, -1) - jnp.sum(jnp.log(jnp.diag(result.scale_tril)))
+        return -jax.vmap(potential_fn)(z) - log_q
+
+    ratios = np.asarray(log_ratios(rng_key), np.float64)
+    if not np.any(np.isfinite(ratios)):
+        return float("inf")
+    return float(psis_from_log_ratios(ratios).khat)
+
+
+__all__ = ["LaplaceResult", "laplace_approximation", "laplace_khat"]

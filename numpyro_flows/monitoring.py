@@ -44,6 +44,30 @@ class KhatSVIRunResult(NamedTuple):
     khats: np.ndarray
     ess: np.ndarray
 
+    def __repr__(self) -> str:
+        from numpyro_flows.reports import khat_verdict
+
+        last = "no checks"
+        if len(self.khats):
+            verdict = khat_verdict(self.khats[-1], ess=self.ess[-1])
+            last = f"last khat={self.khats[-1]:.3g} [{verdict}], ess={self.ess[-1]:.1f}"
+        return (
+            f"KhatSVIRunResult(steps={len(self.losses)}, checks={len(self.check_steps)}, {last}, "
+            f"losses={np.shape(self.losses)}, params={{{_param_shapes(self.params)}}})"
+        )
+
+    __str__ = __repr__
+
+
+def _param_shapes(params) -> str:
+    """``name: shape`` of each top-level parameter (the leaf count for nested ones)."""
+    items = []
+    for name, value in (params or {}).items():
+        leaves = jax.tree.leaves(value)
+        nested = not (len(leaves) == 1 and leaves[0] is value)
+        items.append(f"{name}: {f'{len(leaves)} arrays' if nested else np.shape(value)}")
+    return ", ".join(items)
+
 
 def run_svi_with_khat(
     rng_key,

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+from numpyro import handlers
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.reparam import NeuTraReparam
 
@@ -25,9 +26,16 @@ from numpyro_flows.diagnostics import (
     KHAT_BAD,
     MIN_PSIS_SAMPLES,
     _ensure_setup,
+    _model_param_values,
     _require_continuous,
     psis_diagnostic,
 )
+from numpyro_flows.reparam import original_sites
+from numpyro_flows.reports import MCMCReport, RunReportWarning, mcmc_report
+
+# NUTS settings in the warped space, from benchmarks/neutra_bench.py (see the docstring of
+# neutra_nuts); nuts_kwargs overrides them.
+NUTS_DEFAULTS = {"target_accept_prob": 0.9}
 
 EXTRA_FIELDS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy")
 
@@ -54,6 +62,18 @@ class NeuTraResult(NamedTuple):
     reparam: NeuTraReparam
     model_args: tuple = ()
     model_kwargs: dict = {}
+
+    def __repr__(self) -> str:
+        samples = ", ".join(f"{name}: {np.shape(v)}" for name, v in self.samples.items())
+        diverging = self.sample_stats.get("diverging")
+        divergences = "?" if diverging is None else int(np.sum(diverging))
+        khat = "None" if self.khat is None else f"{self.khat:.3g}"
+        return f"NeuTraResult(khat={khat}, divergences={divergences}, samples={{{samples}}})"
+
+    def summary(self) -> MCMCReport:
+        """The run report: divergences, max r-hat, min bulk and tail ESS, and
+        ``problems()`` naming the fix for each (``print(result.summary())``)."""
+        return mcmc_report(self.samples, self.sample_stats)
 
 
 def neutra_reparam(guide, params) -> NeuTraReparam:
@@ -100,7 +120,21 @@ def neutra_nuts(
         khat_samples: guide draws for the PSIS k-hat checked before sampling (0 skips it);
             a k-hat above 0.7 gives a warning: the chain is still exact, but a guide that
             misses posterior mass warps the geometry less well.
-        nuts_kwargs: extra arguments for :class:`numpyro.infer.NUTS`.
+        nuts_kwargs: arguments for :class:`numpyro.infer.NUTS`, over ``NUTS_DEFAULTS``
+            (``target_accept_prob=0.9``: in a well-warped space the step size this costs is
+            small, and it removes the last divergences where the guide is loose; measured
+            in ``benchmarks/neutra_bench.py``).
+
+    The model's own ``numpyro.param`` sites (e.g. the learned centring of
+    :func:`numpyro_flows.fit_guide`) take their fitted values from ``params``. After the
+    run, a warning names each problem of the run report (divergences, r-hat above 1.01,
+    too few effective draws) with its fix; ``result.summary()`` prints the report.
+
+    Example::
+
+        fit = fit_guide(jax.random.key(0), model, data)
+        result = neutra_nuts(jax.random.key(1), fit.guide, fit.params, data, num_chains=4)
+        print(result.summary())
     """
     _require_continuous(guide)
     if khat_samples and khat_samples < MIN_PSIS_SAMPLES:
@@ -124,9 +158,11 @@ def neutra_nuts(
                 stacklevel=2,
             )
     reparam = neutra_reparam(guide, params)
-    model = reparam.reparam(guide.model)
+    fitted = _model_param_values(guide, params)
+    model = guide.model if not fitted else handlers.substitute(guide.model, data=fitted)
+    model = reparam.reparam(model)
     mcmc = MCMC(
-        NUTS(model, **(nuts_kwargs or {})),
+        NUTS(model, **{**NUTS_DEFAULTS, **(nuts_kwargs or {})}),
         num_warmup=num_warmup,
         num_samples=num_samples,
         num_chains=num_chains,
@@ -140,7 +176,14 @@ def neutra_nuts(
         for name, value in mcmc.get_samples(group_by_chain=True).items()
         if name != shared
     }
-    return NeuTraResult(samples, nuts_sample_stats(mcmc), khat, mcmc, reparam, args, kwargs)
+    samples = original_sites(guide.model, samples)
+    result = NeuTraResult(samples, nuts_sample_stats(mcmc), khat, mcmc, reparam, args, kwargs)
+    problems = result.summary().problems()
+    if problems:
+        warnings.warn(
+            "NeuTra-NUTS run report: " + "; ".join(problems) + ".", RunReportWarning, stacklevel=2
+        )
+    return result
 
 
 def nuts_sample_stats(mcmc: MCMC) -> dict:
@@ -155,4 +198,11 @@ def nuts_sample_stats(mcmc: MCMC) -> dict:
     return stats
 
 
-__all__ = ["EXTRA_FIELDS", "NeuTraResult", "neutra_nuts", "neutra_reparam", "nuts_sample_stats"]
+__all__ = [
+    "EXTRA_FIELDS",
+    "NUTS_DEFAULTS",
+    "NeuTraResult",
+    "neutra_nuts",
+    "neutra_reparam",
+    "nuts_sample_stats",
+]

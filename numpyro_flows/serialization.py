@@ -15,14 +15,12 @@ sites, diagnostics or NeuTra. Only load files you trust: unpickling runs code.
 from __future__ import annotations
 
 import copy
-import os
 import pickle
-import tempfile
-from pathlib import Path
 
 import jax
 import numpy as np
 
+from numpyro_flows._io import write_bytes_atomically
 from numpyro_flows.autoguides import AutoFlow
 
 FORMAT = "numpyro_flows.guide"
@@ -31,19 +29,9 @@ VERSION = 1
 
 def atomic_write_bytes(path, data: bytes) -> None:
     """Writes ``data`` to ``path`` through a temporary file in the same folder and a
-    rename, so an existing file is never left half-written."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    rename, so an existing file is never left half-written; the file gets the mode the
+    umask gives a new file."""
+    write_bytes_atomically(path, data)
 
 
 def save_guide(path, guide: AutoFlow, params: dict) -> None:
@@ -84,9 +72,31 @@ def load_guide(path, model=None):
             sets itself up with the model's arguments the first time it is called).
     """
     with open(path, "rb") as f:
-        payload = pickle.load(f)
+        content = f.read()
+    if not content:
+        raise ValueError(
+            f"{path} is empty: it is not a numpyro_flows guide file (or its writing was cut "
+            "off). Save the guide again with save_guide."
+        )
+    try:
+        payload = pickle.loads(content)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(
+            f"{path} refers to code that cannot be imported here ({type(error).__name__}: "
+            f"{error}): it was saved with another numpyro_flows version, or with a custom "
+            "flow, layer or activation whose module must be importable when loading."
+        ) from error
+    except Exception as error:  # any corruption: EOFError, UnpicklingError, KeyError, ...
+        raise ValueError(
+            f"{path} is damaged or not a numpyro_flows guide file: unpickling it failed "
+            f"({type(error).__name__}: {error}). A truncated copy or a file of another kind "
+            "gives this; save the guide again with save_guide."
+        ) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a numpyro_flows guide file.")
+        raise ValueError(
+            f"{path} is not a numpyro_flows guide file: it holds a pickled "
+            f"{type(payload).__name__}, not what save_guide writes."
+        )
     if payload["version"] > VERSION:
         raise ValueError(
             f"{path} was written by a newer numpyro_flows (format version "

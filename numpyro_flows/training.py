@@ -214,6 +214,23 @@ class FitResult(NamedTuple):
     num_steps: int
     stop_reason: str
 
+    def __repr__(self) -> str:
+        leaves = jax.tree.leaves(self.params)
+        size = sum(int(np.size(leaf)) for leaf in leaves)
+        losses = ""
+        if len(self.train_losses):
+            losses = f", last train loss={self.train_losses[-1]:.4g}"
+        if len(self.val_losses):
+            losses += f", best val loss={np.nanmin(self.val_losses):.4g}"
+        return (
+            f"FitResult(stop_reason={self.stop_reason!r}, epochs={len(self.train_losses)}, "
+            f"best_epoch={self.best_epoch}, num_steps={self.num_steps}{losses}, "
+            f"params={len(leaves)} arrays ({size} values), "
+            f"state={'None' if self.state is None else 'BatchNorm statistics'})"
+        )
+
+    __str__ = __repr__
+
 
 @functools.cache
 def default_optimizer() -> optax.GradientTransformation:
@@ -433,6 +450,11 @@ def fit(
         check_data(data, data.shape[-1] if data.ndim else 1, "data", batch=True)
     dim = data.shape[1]
     data = check_data(data, dim, "data", batch=True)
+    if data.shape[0] == 0:
+        raise ValueError(
+            f"data has no rows (shape {tuple(data.shape)}): fit needs an (N, D) array with "
+            "N >= 1 rows to learn from. Check how the data were loaded or filtered."
+        )
     context = _check_context(context, data.shape[0], "context")
     optimizer = default_optimizer() if optimizer is None else optimizer
 

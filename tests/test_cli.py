@@ -1,9 +1,13 @@
 """The numpyro-flows command line: fit on a user's model file, bad input, the demo."""
 
 import json
+import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -28,6 +32,13 @@ def discrete(y):
 
 def broken(y):
     raise RuntimeError("something inside the model")
+
+
+def nested(data):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+    with numpyro.plate("data", len(data["y"])):
+        numpyro.sample("y", dist.Normal(mu, sigma * data["scale"]), obs=data["y"])
 """
 
 
@@ -88,6 +99,7 @@ def test_bad_input_is_one_line_and_exit_code_2(files, capsys, model_arg, data, m
     out = files / "posterior.nc"
     out.write_bytes(b"previous result")
     args = ["fit", str(files / model_arg), "--out", str(out), "--steps", "5", "--quiet"]
+    args += ["--force"]  # the existing --out is not the problem here
     if data is not None:
         (files / "bad.json").write_text(json.dumps(data))
         args += ["--data", str(files / "bad.json")]
@@ -113,12 +125,117 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
 
-def test_console_script_is_installed():
+def command():
     exe = shutil.which("numpyro-flows")
-    cmd = [exe] if exe else [sys.executable, "-m", "numpyro_flows.cli"]
-    result = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120)
+    return [exe] if exe else [sys.executable, "-m", "numpyro_flows.cli"]
+
+
+def run_command(args, **kwargs):
+    """The real console script in a subprocess."""
+    return subprocess.run(
+        [*command(), *map(str, args)], capture_output=True, text=True, timeout=600, **kwargs
+    )
+
+
+def test_console_script_is_installed():
+    result = run_command(["--help"])
     assert result.returncode == 0
     assert "demo" in result.stdout and "fit" in result.stdout
+
+
+def test_help_shows_every_option_with_its_default():
+    result = run_command(["fit", "--help"])
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    for option, default in [
+        ("--max-steps", "30000"),
+        ("--lr", "0.003"),
+        ("--particles", "16"),
+        ("--num-samples", "1000"),
+        ("--num-warmup", "1000"),
+        ("--num-chains", "4"),
+        ("--seed", "0"),
+        ("--guide", "default"),
+    ]:
+        after = text.split(option, 2)[-1]  # the option's own help, after the usage line
+        assert f"(default: {default})" in after.split("--", 1)[0], option
+    assert "--strict" in text and "--force" in text and "exit codes" in text
+    assert "until the loss stops improving" in text  # --steps: fit_guide's schedule
+
+
+def test_bad_data_and_an_existing_out_are_refused_in_one_line(files):
+    out = files / "posterior.nc"
+    out.write_bytes(b"previous result")
+    (files / "nan.json").write_text('{"data": {"y": [1.0, NaN], "scale": 1.0}}')
+    result = run_command(
+        ["fit", f"{files / 'mymodel.py'}:nested", "--data", files / "nan.json", "--out", out]
+    )
+    assert result.returncode == 2
+    assert "data['y'][1] is NaN" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = run_command(
+        ["fit", f"{files / 'mymodel.py'}:model", "--data", files / "data.json", "--out", out]
+    )
+    assert result.returncode == 2
+    assert "already exists; pass --force" in result.stderr
+    assert out.read_bytes() == b"previous result"
+
+
+def test_degenerate_weights_fail_the_report_and_strict_exits_3(files):
+    """One observation at 1e30 in float64: every importance ratio is swamped. Nested lists
+    (a model(data) signature) become arrays; the file gets the umask's mode."""
+    (files / "big.json").write_text(
+        json.dumps({"data": {"y": [1.0, 2.5, 0.3, 1e30], "scale": 1.0}})
+    )
+    out = files / "posterior.nc"
+    args = ["fit", f"{files / 'mymodel.py'}:nested", "--data", files / "big.json"]
+    args += ["--out", out, "--x64", "--strict", "--steps", "50", "--num-samples", "50"]
+    result = run_command([*args, "--quiet"], umask=0o027)
+    assert result.returncode == 3, result.stderr
+    assert "failed: degenerate weights" in result.stdout
+    assert "(ok)" not in result.stdout
+    assert "--strict" in result.stderr
+    assert out.stat().st_mode & 0o777 == 0o640
+
+
+def test_neutra_run_report_flags_short_chains(files):
+    out = files / "posterior.nc"
+    out.write_bytes(b"previous result")
+    args = ["fit", f"{files / 'mymodel.py'}:model", "--data", files / "data.json", "--out", out]
+    args += ["--force", "--strict", "--neutra", "--steps", "50", "--num-warmup", "30"]
+    args += ["--num-samples", "30", "--num-chains", "1", "--quiet"]
+    result = run_command(args)
+    assert result.returncode == 3, result.stderr
+    assert "guide k-hat" in result.stdout
+    for line in ("divergences", "max r-hat", "min bulk ESS", "min tail ESS"):
+        assert f"NeuTra-NUTS {line}" in result.stdout, line
+    assert "<< BAD" in result.stdout  # 30 draws: ESS < 100
+    assert "run more or longer chains" in result.stdout
+    assert out.read_bytes() != b"previous result"  # replaced with --force
+
+
+def test_ctrl_c_stops_training_promptly(files):
+    args = ["fit", f"{files / 'mymodel.py'}:model", "--data", files / "data.json"]
+    args += ["--out", files / "posterior.nc", "--steps", "10000000"]
+    process = subprocess.Popen(
+        [*command(), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        seen, start = b"", time.monotonic()
+        while b"loss" not in seen and time.monotonic() - start < 300:
+            ready, _, _ = select.select([process.stderr], [], [], 1.0)
+            if ready:
+                seen += os.read(process.stderr.fileno(), 4096)
+        assert b"loss" in seen, "training never started"
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        assert time.monotonic() - interrupted < 10
+        assert process.returncode == 130
+        assert b"interrupted" in err
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 def test_demo_runs_end_to_end_in_fast_mode(tmp_path, capsys):
@@ -127,5 +244,16 @@ def test_demo_runs_end_to_end_in_fast_mode(tmp_path, capsys):
     assert code == 0
     for row in ("flow guide (SVI)", "NUTS", "NeuTra-NUTS"):
         assert row in out
+    for line in ("flow guide k-hat", "NUTS divergences", "NeuTra-NUTS max r-hat"):
+        assert line in out
+    assert "NeuTra-NUTS min tail ESS" in out
+    umask = os.umask(0)
+    os.umask(umask)
     for name in ("neutra.nc", "nuts.nc", "guide.nc", "neck.png", "summary.json"):
         assert (tmp_path / name).stat().st_size > 0
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "khat_verdict" in summary["flow guide (SVI)"]
+    # A second run does not replace the outputs without --force.
+    code, _, err = run(["demo", "--fast", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "--force" in err

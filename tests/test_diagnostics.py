@@ -19,6 +19,7 @@ from numpyro_flows.diagnostics import (
     psis_resample,
 )
 from numpyro_flows.monitoring import run_svi_with_khat
+from numpyro_flows.reports import khat_verdict, verdict_is_bad
 
 
 def median_khat(guide, params, *args, num_samples=2000, repeats=5, seed=100):
@@ -95,13 +96,56 @@ def test_nonfinite_ratios_get_zero_weight():
         psis_from_log_ratios(np.full(100, np.nan))
 
 
-def test_equal_ratios_mean_an_exact_guide_and_small_samples_are_refused():
+def test_equal_ratios_are_a_failure_and_small_samples_are_refused():
+    """All ratios equal: in floating point, float precision swamped by a huge log density
+    far more often than an exact guide. Never "ok" (k-hat used to be -inf, which passes
+    every ``khat < 0.7`` check)."""
     result = psis_from_log_ratios(np.full(100, -2.0))
-    assert result.khat == -np.inf
-    np.testing.assert_allclose(result.ess, 100.0)
+    assert result.khat == np.inf
+    assert "all 100 finite importance ratios are equal" in result.failure
+    assert khat_verdict(result.khat, ess=result.ess, failure=result.failure).startswith(
+        "failed: degenerate weights"
+    )
     np.testing.assert_allclose(result.log_evidence, -2.0)
     with pytest.raises(ValueError, match="at least 21 draws"):
         psis_from_log_ratios(np.zeros(20))
+
+
+def test_one_draw_with_all_the_weight_is_a_failure():
+    log_ratios = 30.0 * np.random.default_rng(0).normal(size=1000)
+    result = psis_from_log_ratios(log_ratios)
+    assert result.ess < 2
+    assert "one draw carries" in result.failure
+    assert "failed: degenerate weights" in repr(result)
+    spike = np.random.default_rng(0).normal(size=1000)
+    spike[0] = 1000.0
+    result = psis_from_log_ratios(spike)
+    assert result.khat == np.inf and "tail fit failed" in result.failure
+
+
+def test_khat_verdicts_never_call_a_non_finite_khat_ok():
+    assert khat_verdict(0.3) == "ok"
+    assert khat_verdict(0.6) == "doubtful (0.5-0.7)"
+    assert khat_verdict(0.75) == "bad (> 0.7)"
+    for khat in (-np.inf, np.inf, np.nan, None):
+        assert khat_verdict(khat).startswith("failed: degenerate weights"), khat
+    assert khat_verdict(0.2, ess=1.0).startswith("failed: degenerate weights: ESS 1.00")
+    assert verdict_is_bad("bad (> 0.7)") and verdict_is_bad("failed: x")
+    assert not verdict_is_bad("doubtful (0.5-0.7)")
+
+
+def test_result_reprs_show_khat_ess_and_shapes_not_arrays(normal_run):
+    guide, result = normal_run
+    psis = psis_diagnostic(jax.random.key(1), guide, result.params, num_samples=1000)
+    text = repr(psis)
+    assert text == str(psis)
+    assert "ess=" in text and "of 1000" in text and "latent=(1000, 1)" in text
+    assert "log_weights=(1000,)" in text and "[ok]" in text
+    assert len(text) < 300
+    text = repr(result)
+    assert text.startswith("KhatSVIRunResult(") and "last khat=" in text
+    assert f"losses=({len(result.losses)},)" in text and "auto_loc: (1,)" in text
+    assert len(text) < 300
 
 
 def test_khat_threshold_follows_vehtari_et_al():

@@ -42,7 +42,9 @@ class Coupling(Bijection):
 
     def _theta(self, fixed):
         out = self.conditioner.apply(self.params, conditioner_input(fixed), self.context)
-        return out.reshape(out.shape[:-1] + (-1, self.transformer.num_params))
+        # Explicit sizes, not -1: an empty batch (0, D) has no elements to infer -1 from.
+        num_params = self.transformer.num_params
+        return out.reshape(out.shape[:-1] + (out.shape[-1] // num_params, num_params))
 
     def _apply(self, v, inverse: bool):
         fixed, moving = self._split(v)

@@ -1,0 +1,443 @@
+"""``fit_guide``: the recommended one-call way to train a flow guide.
+
+It chooses the guide (when none is given), the optimiser and its schedule, the number of
+particles and the number of steps, trains, and checks the result with PSIS k-hat. Every
+choice is an argument with a documented default, and the defaults are what
+``benchmarks/`` measures (NeuTra on funnels and hierarchical models, posteriordb).
+
+The schedule is driven by the loss rather than a fixed step count: Adam runs in compiled
+chunks of ``chunk_size`` steps; when a chunk's mean loss no longer improves on the best
+chunk so far by more than its own noise, the learning rate drops by ``decay``; after
+``num_decays`` drops (or ``max_steps``) training stops. A small model converges in a few
+thousand steps, a large or hard one keeps going, and the final steps at a low learning
+rate remove most of the Monte Carlo jitter from the parameters (what a cosine decay does,
+without knowing the length in advance).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import optax
+from numpyro import handlers
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoContinuous, AutoGuide
+from tqdm.auto import tqdm
+
+from numpyro_flows.checks import check_model_data
+from numpyro_flows.diagnostics import KHAT_BAD, PSISResult, psis_diagnostic
+from numpyro_flows.reparam import non_centred
+from numpyro_flows.reports import RunReportWarning, khat_verdict, verdict_is_bad
+
+# Latent dimension up to which the default guide's affine layer is a full lower-triangular
+# scale (O(D^2) parameters); above it, a diagonal one.
+FULL_AFFINE_MAX_DIM = 200
+
+
+class GuideFit(NamedTuple):
+    """What :func:`fit_guide` returns.
+
+    Attributes:
+        guide: the trained guide (set up with the model).
+        params: its fitted parameters (pass to ``sample_posterior``, ``neutra_nuts``...).
+        losses: the loss (negative ELBO) at every step, ``(num_steps,)``.
+        khat: PSIS k-hat of the fitted guide (``nan`` if the check was skipped).
+        psis: the full :class:`~numpyro_flows.diagnostics.PSISResult` (``None`` if
+            skipped).
+        num_steps: the number of SVI steps taken.
+        num_particles: ELBO particles per step.
+        learning_rates: the learning rate of every step, ``(num_steps,)``.
+        seconds: wall time of the fit, set-up and compilation included.
+    """
+
+    guide: AutoContinuous
+    params: dict
+    losses: np.ndarray
+    khat: float
+    psis: PSISResult | None
+    num_steps: int
+    num_particles: int
+    learning_rates: np.ndarray
+    seconds: float
+
+    @property
+    def verdict(self) -> str:
+        """The PSIS verdict in words (``ok``, ``doubtful ...``, ``bad ...``, ``failed: ...``)."""
+        if self.psis is None:
+            return "not checked"
+        return khat_verdict(self.psis.khat, ess=self.psis.ess, failure=self.psis.failure)
+
+    def __repr__(self) -> str:
+        return (
+            f"GuideFit(guide={type(self.guide).__name__}, num_steps={self.num_steps}, "
+            f"num_particles={self.num_particles}, final_loss={_final_loss(self.losses):.4g}, "
+            f"khat={self.khat:.2f} [{self.verdict}], seconds={self.seconds:.1f})"
+        )
+
+
+def default_guide(model, latent_size: int | None = None) -> AutoContinuous:
+    """The guide :func:`fit_guide` trains when none is given.
+
+    An :class:`~numpyro_flows.AutoIAF` (three IAF layers, MADE widths ``max(2 D, 32)``)
+    behind a full lower-triangular affine layer (diagonal above
+    ``FULL_AFFINE_MAX_DIM`` latent dimensions), starting at ``init_scale=0.1``. Measured
+    in ``benchmarks/neutra_defaults.py``: the autoregressive affine family is the
+    transport that lets NUTS mix on funnels (the spline's identity tails stop warping at
+    its bound, exactly where a funnel's neck is), and the full affine layer takes the
+    linear correlations off the flow.
+
+    Args:
+        model: a NumPyro model.
+        latent_size: the number of latent values, if known (for the affine choice).
+    """
+    from numpyro_flows.autoguides import AutoIAF
+
+    small = latent_size is None or latent_size <= FULL_AFFINE_MAX_DIM
+    affine = "full" if small else "diagonal"
+    return AutoIAF(model, init_scale=0.1, affine=affine, warm_start="auto")
+
+
+def fit_guide(
+    rng_key,
+    model: Callable,
+    *model_args,
+    guide: AutoContinuous | Callable | None = None,
+    reparam: bool = True,
+    num_steps: int | None = None,
+    num_particles: int = 16,
+    learning_rate: float = 3e-3,
+    max_steps: int = 30_000,
+    chunk_size: int = 500,
+    decay: float = 0.3,
+    num_decays: int = 3,
+    clip_norm: float = 10.0,
+    loss=None,
+    khat_samples: int = 2000,
+    progress_bar: bool = True,
+    **model_kwargs,
+) -> GuideFit:
+    """Trains a flow guide for ``model`` with SVI and checks it with PSIS; one call.
+
+    What it decides, each overridable:
+
+    * the guide: :func:`default_guide` (an IAF behind a full affine layer);
+    * the model's geometry: with ``reparam=True``, hierarchical location-scale sites
+      (``theta ~ Normal(mu, tau)`` with ``mu`` or ``tau`` latent) get a learned degree
+      of non-centring (:mod:`numpyro_flows.reparam`), trained with the guide;
+    * the schedule: Adam with clipped gradients, the learning rate lowered at each
+      plateau of the loss, stopping after ``num_decays`` plateaus (module docstring) or
+      ``num_steps`` steps of cosine decay when given;
+    * the check: PSIS k-hat of the fitted guide, with a warning that names the problem
+      and the fix when the fit cannot be trusted.
+
+    Args:
+        rng_key: a JAX PRNG key.
+        model: a NumPyro model with continuous latent sites.
+        *model_args, **model_kwargs: the model's arguments (the data). Lists are turned
+            into arrays and NaN, inf or overflowing values are rejected by name
+            (:func:`numpyro_flows.checks.check_model_data`).
+        guide: ``None`` (the default guide), a guide class or factory taking the model
+            (e.g. ``AutoNeuralSpline`` or ``lambda m: AutoIAF(m, num_flows=5)``; it is
+            built on the reparameterised model), or an ``AutoContinuous`` instance (ours
+            or NumPyro's), used with its own model as it is.
+        reparam: learn the non-centring of hierarchical sites (ignored for a guide
+            instance, which is bound to its model already).
+        num_steps: a fixed number of steps with a cosine-decayed learning rate
+            (``learning_rate`` to ``learning_rate / 100``). Default ``None``: the
+            loss-driven schedule of the module docstring.
+        num_particles: ELBO particles per step (more particles, less gradient noise).
+        learning_rate: Adam's initial learning rate.
+        max_steps: the most steps the loss-driven schedule may take.
+        chunk_size: steps per compiled chunk (the schedule decides between chunks).
+        decay: factor applied to the learning rate at each plateau.
+        num_decays: plateaus before the loss-driven schedule stops.
+        clip_norm: gradients are clipped to this global norm (one bad draw cannot throw
+            the flow far away).
+        loss: an ELBO (default ``Trace_ELBO(num_particles)``).
+        khat_samples: guide draws for the final PSIS k-hat (0 skips it).
+        progress_bar: show progress (steps, loss, learning rate).
+
+    Returns:
+        A :class:`GuideFit`; ``fit.guide.model`` is the model the guide was trained on
+        (the reparameterised one where ``reparam`` applied).
+
+    Example::
+
+        fit = fit_guide(jax.random.key(0), model, data)
+        result = neutra_nuts(jax.random.key(1), fit.guide, fit.params, data, num_chains=4)
+    """
+    start = time.perf_counter()
+    model_args, model_kwargs = check_model_data(model_args, model_kwargs)
+    if not callable(model):
+        raise TypeError(f"model must be a NumPyro model (a callable), got {type(model).__name__}.")
+    if isinstance(guide, AutoContinuous):
+        model = guide.model
+    else:
+        latent_size = check_latent_sites(model, model_args, model_kwargs)
+        if reparam:
+            model = non_centred(model, *model_args, **model_kwargs)
+        guide = default_guide(model, latent_size) if guide is None else _build_guide(guide, model)
+    _check_positive_int("num_particles", num_particles)
+    _check_positive_int("chunk_size", chunk_size)
+    _check_positive_int("max_steps", max_steps)
+    if num_steps is not None:
+        _check_positive_int("num_steps", num_steps)
+        chunk_size = min(chunk_size, num_steps)
+    if not 0 < decay < 1:
+        raise ValueError(f"decay must lie in (0, 1), got {decay}.")
+    key_init, key_khat = jax.random.split(rng_key)
+
+    if num_steps is None:
+        optimizer = optax.inject_hyperparams(_clipped_adam)(
+            learning_rate=learning_rate, clip=clip_norm
+        )
+    else:
+        schedule = optax.cosine_decay_schedule(learning_rate, num_steps, 0.01)
+        optimizer = _clipped_adam(schedule, clip_norm)
+    loss = Trace_ELBO(num_particles=num_particles) if loss is None else loss
+    svi = SVI(model, guide, optimizer, loss)
+    state = svi.init(key_init, *model_args, **model_kwargs)
+
+    @jax.jit
+    def run_chunk(state, num_active):
+        # Every chunk has the same length (one compilation); steps past `num_active` (the
+        # end of a fixed budget) leave the state as it is.
+        def body(state, i):
+            new_state, loss = svi.update(state, *model_args, **model_kwargs)
+            keep = i < num_active
+            return jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_state, state), loss
+
+        return jax.lax.scan(body, state, jnp.arange(chunk_size))
+
+    plan = (
+        _FixedPlan(num_steps, learning_rate)
+        if num_steps
+        else _PlateauPlan(learning_rate, max_steps, decay, num_decays)
+    )
+    losses, rates = [], []
+    # Between chunks Python is back in control: Ctrl-C stops within one chunk.
+    with tqdm(total=plan.total, disable=not progress_bar, desc="fit_guide") as bar:
+        while not plan.done:
+            if num_steps is None:
+                state = _set_learning_rate(state, plan.learning_rate)
+            keep = min(chunk_size, plan.remaining)
+            new_state, chunk = run_chunk(state, keep)
+            chunk = np.asarray(chunk)[:keep]
+            if not np.all(np.isfinite(chunk)):
+                raise FloatingPointError(_non_finite_message(plan.steps))
+            state = new_state
+            losses.append(chunk)
+            rates.append(plan.rates(keep))
+            plan.update(chunk)
+            bar.total = plan.total
+            bar.update(keep)
+            bar.set_postfix_str(f"loss {np.mean(chunk):.4g}, lr {plan.learning_rate:.1e}")
+    params = svi.get_params(state)
+    losses = np.concatenate(losses)
+    psis = None
+    khat = float("nan")
+    if khat_samples:
+        psis = psis_diagnostic(
+            key_khat, guide, params, *model_args, num_samples=khat_samples, **model_kwargs
+        )
+        khat = psis.khat
+        _warn_if_untrustworthy(psis)
+    return GuideFit(
+        guide=guide,
+        params=params,
+        losses=losses,
+        khat=khat,
+        psis=psis,
+        num_steps=len(losses),
+        num_particles=num_particles,
+        learning_rates=np.concatenate(rates),
+        seconds=time.perf_counter() - start,
+    )
+
+
+# ---------------------------------------------------------------------- schedules
+def _clipped_adam(learning_rate, clip):
+    return optax.chain(optax.clip_by_global_norm(clip), optax.adam(learning_rate))
+
+
+def _set_learning_rate(state, learning_rate):
+    # The optimiser state of optax.inject_hyperparams holds the learning rate as an array:
+    # changing it between chunks does not recompile.
+    # NumPyro's optax wrapper keeps (step, (params, optax_state)).
+    step, (values, inner) = state.optim_state
+    old = inner.hyperparams["learning_rate"]
+    hyperparams = {**inner.hyperparams, "learning_rate": jnp.asarray(learning_rate, old.dtype)}
+    return state._replace(optim_state=(step, (values, inner._replace(hyperparams=hyperparams))))
+
+
+class _FixedPlan:
+    """``num_steps`` steps of a cosine schedule (the optimiser holds the schedule)."""
+
+    def __init__(self, num_steps: int, learning_rate: float):
+        self.total = num_steps
+        self.steps = 0
+        self.learning_rate = learning_rate
+        self._schedule = optax.cosine_decay_schedule(learning_rate, num_steps, 0.01)
+
+    @property
+    def done(self):
+        return self.steps >= self.total
+
+    @property
+    def remaining(self):
+        return self.total - self.steps
+
+    def rates(self, n):
+        return np.asarray(self._schedule(np.arange(self.steps, self.steps + n)))
+
+    def update(self, chunk_losses):
+        self.steps += len(chunk_losses)
+        self.learning_rate = float(self._schedule(self.steps))
+
+
+class _PlateauPlan:
+    """Drops the learning rate when a chunk's mean loss stops improving; stops after
+    ``num_decays`` drops or ``max_steps`` steps."""
+
+    def __init__(self, learning_rate, max_steps, decay, num_decays):
+        self.learning_rate = learning_rate
+        self.total = max_steps
+        self.steps = 0
+        self.decay = decay
+        self.decays_left = num_decays
+        self.best = np.inf
+
+    @property
+    def done(self):
+        return self.decays_left < 0 or self.steps >= self.total
+
+    @property
+    def remaining(self):
+        return self.total - self.steps
+
+    def rates(self, n):
+        return np.full(n, self.learning_rate)
+
+    def update(self, chunk_losses):
+        self.steps += len(chunk_losses)
+        mean = float(np.mean(chunk_losses))
+        # The chunk mean's noise, from the spread of the mean of its tenths (losses are
+        # autocorrelated along a run, so the plain standard error would be too small).
+        tenths = np.array_split(chunk_losses, 10)
+        noise = float(np.std([np.mean(t) for t in tenths]) / np.sqrt(len(tenths)))
+        if mean < self.best - 2 * noise:
+            self.best = min(self.best, mean)
+            return
+        self.best = min(self.best, mean)
+        self.decays_left -= 1
+        self.learning_rate *= self.decay
+        if self.decays_left < 0:
+            self.total = self.steps
+
+
+# ---------------------------------------------------------------------- checks
+def _build_guide(make_guide, model) -> AutoContinuous:
+    if isinstance(make_guide, AutoGuide):
+        raise TypeError(
+            "fit_guide trains an AutoContinuous guide (AutoIAF, AutoNeuralSpline, AutoFlow, "
+            f"NumPyro's AutoIAFNormal, ...), got {type(make_guide).__name__}, which has no "
+            "joint density over all latents. For other guides use numpyro.infer.SVI directly."
+        )
+    if not callable(make_guide):
+        raise TypeError(
+            "guide must be None, an AutoContinuous guide, or a guide class or factory taking "
+            f"the model (e.g. AutoNeuralSpline), got {type(make_guide).__name__}."
+        )
+    guide = make_guide(model)
+    if not isinstance(guide, AutoContinuous):
+        raise TypeError(
+            "fit_guide trains an AutoContinuous guide (AutoIAF, AutoNeuralSpline, AutoFlow, "
+            f"NumPyro's AutoIAFNormal, ...); the guide factory returned {type(guide).__name__}. "
+            "For other guides use numpyro.infer.SVI directly."
+        )
+    return guide
+
+
+def check_latent_sites(model, args, kwargs) -> int | None:
+    """A clear error for a model without latent sites or with discrete ones.
+
+    Runs the model once (seeded, argument validation off, nothing recorded outside);
+    a model that fails here is left to the guide's own set-up to report.
+
+    Returns:
+        The number of latent values (``None`` if the model could not be run here).
+    """
+    try:
+        with handlers.block(), numpyro.validation_enabled(False):
+            trace = handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - the guide's set-up reports model errors itself
+        return None
+    latent = {
+        name: site
+        for name, site in trace.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }
+    if not latent:
+        raise ValueError(
+            "The model has no latent sample sites: there is no posterior to fit a guide to. "
+            "Check that the data are passed as observations (obs=...) and that at least one "
+            "numpyro.sample site is not observed."
+        )
+    for name, site in latent.items():
+        if site["fn"].support.is_discrete:
+            raise ValueError(
+                f"fit_guide cannot fit the discrete latent site '{name}': flow guides are "
+                "continuous. Marginalise it out of the model (sum over its values with "
+                "numpyro.factor, or mark it infer={'enumerate': 'parallel'} and use "
+                "TraceEnum_ELBO with a guide that hides it via numpyro.handlers.block)."
+            )
+    return sum(int(np.size(site["value"])) for site in latent.values())
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _final_loss(losses) -> float:
+    losses = np.asarray(losses)
+    return float(np.mean(losses[-100:])) if losses.size else float("nan")
+
+
+def _non_finite_message(step: int) -> str:
+    return (
+        f"The loss became NaN or infinite near step {step}: the guide drew latents where the "
+        "model's log density is not finite. Check the model for values outside its support "
+        "(e.g. a scale that can reach 0), or pass a smaller learning_rate or more "
+        "num_particles."
+    )
+
+
+def _warn_if_untrustworthy(psis: PSISResult):
+    verdict = khat_verdict(psis.khat, ess=psis.ess, failure=psis.failure)
+    if verdict.startswith("failed"):
+        warnings.warn(
+            f"The fitted guide cannot be checked: {verdict}. Look at fit.losses for a "
+            "divergence and train again (a smaller learning_rate, more num_particles).",
+            RunReportWarning,
+            stacklevel=3,
+        )
+    elif verdict_is_bad(verdict):
+        warnings.warn(
+            f"The fitted guide's PSIS k-hat is {psis.khat:.2f} > {KHAT_BAD}: it misses part "
+            "of the posterior, so its draws are not the posterior. Use it as a NeuTra "
+            "transport (neutra_nuts stays exact), or fit a more flexible guide "
+            "(guide=AutoNeuralSpline) or for longer (num_decays, max_steps).",
+            RunReportWarning,
+            stacklevel=3,
+        )
+
+
+__all__ = ["FULL_AFFINE_MAX_DIM", "GuideFit", "check_latent_sites", "default_guide", "fit_guide"]

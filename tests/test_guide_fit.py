@@ -1,0 +1,176 @@
+"""fit_guide (the one-call fit), the learned non-centring it applies, and NeuTra on its
+result. Small budgets: the accuracy runs live in benchmarks/neutra_bench.py."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import pytest
+from models import discrete_latent, eight_schools, eight_schools_centered, funnel, normal_normal
+from numpyro import handlers
+from numpyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
+from numpyro.infer.util import potential_energy
+
+from numpyro_flows import AutoIAF, AutoNeuralSpline, GuideFit, fit_guide, neutra_nuts
+from numpyro_flows.diagnostics import log_ratio_fn
+from numpyro_flows.guide_fit import _PlateauPlan
+from numpyro_flows.reparam import NonCentredModel, hierarchical_sites, non_centred
+from numpyro_flows.reports import MCMCReport
+
+SMALL = {"max_steps": 600, "chunk_size": 200, "num_particles": 4, "khat_samples": 200}
+
+
+def quiet_fit(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # k-hat of a short fit
+        return fit_guide(*args, progress_bar=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def centred_fit():
+    return quiet_fit(jax.random.key(0), eight_schools_centered, **SMALL)
+
+
+def test_defaults_fit_a_hierarchical_model_with_learned_non_centring(centred_fit):
+    fit = centred_fit
+    assert isinstance(fit, GuideFit)
+    assert isinstance(fit.guide, AutoIAF) and fit.guide.affine == "full"
+    assert isinstance(fit.guide.model, NonCentredModel)
+    assert fit.guide.model.sites == ("theta",)
+    centring = float(fit.params["theta_centered"])
+    assert 0.0 < centring < 1.0
+    assert fit.num_steps == len(fit.losses) == len(fit.learning_rates) <= SMALL["max_steps"]
+    assert np.mean(fit.losses[-100:]) < np.mean(fit.losses[:100])
+    assert np.isfinite(fit.khat)
+    text = repr(fit)
+    assert "khat=" in text and len(text) < 250
+    # The original sites come back (as deterministic sites of the reparameterised model).
+    draws = fit.guide.sample_posterior(jax.random.key(1), fit.params, sample_shape=(7,))
+    assert draws["theta"].shape == (7, 8) and draws["tau"].shape == (7,)
+
+
+def test_khat_uses_the_fitted_centring(centred_fit):
+    """log p in the PSIS ratios is the model at the fitted centring, not its initial value."""
+    fit = centred_fit
+    draw = log_ratio_fn(fit.guide, num_samples=30)
+    latent, log_p, _ = draw(jax.random.key(2), fit.params)
+    centring = {"theta_centered": fit.params["theta_centered"]}
+    model = handlers.substitute(fit.guide.model, data=centring)
+    expected = [-potential_energy(model, (), {}, fit.guide._unpack_latent(z)) for z in latent[:3]]
+    np.testing.assert_allclose(log_p[:3], expected, rtol=1e-4, atol=1e-3)
+
+
+def test_neutra_on_fit_guide_returns_the_original_sites_and_a_report(centred_fit):
+    fit = centred_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a short run's report
+        result = neutra_nuts(
+            jax.random.key(3),
+            fit.guide,
+            fit.params,
+            num_warmup=100,
+            num_samples=100,
+            num_chains=2,
+            chain_method="vectorized",
+            progress_bar=False,
+            khat_samples=0,
+        )
+    assert set(result.samples) == {"mu", "tau", "theta"}
+    assert result.samples["theta"].shape == (2, 100, 8)
+    report = result.summary()
+    assert isinstance(report, MCMCReport)
+    assert report.num_divergences == int(np.sum(result.sample_stats["diverging"]))
+    assert "divergen" in str(report)
+
+
+def test_neutra_warns_with_the_fix_when_the_run_is_bad(centred_fit):
+    fit = centred_fit
+    with pytest.warns(UserWarning, match="run report.*(r-hat|ESS|divergen)"):
+        neutra_nuts(
+            jax.random.key(4),
+            fit.guide,
+            fit.params,
+            num_warmup=20,
+            num_samples=20,
+            num_chains=2,
+            chain_method="vectorized",
+            progress_bar=False,
+            khat_samples=0,
+        )
+
+
+def test_fixed_num_steps_is_a_cosine_schedule():
+    fit = quiet_fit(
+        jax.random.key(0),
+        normal_normal,
+        num_steps=300,
+        chunk_size=128,
+        num_particles=2,
+        khat_samples=100,
+    )
+    assert fit.num_steps == 300
+    rates = fit.learning_rates
+    assert rates[0] == pytest.approx(3e-3) and rates[-1] < 1e-4
+    assert np.all(np.diff(rates) <= 1e-12)
+
+
+def test_plateau_plan_decays_then_stops():
+    plan = _PlateauPlan(1e-2, max_steps=10_000, decay=0.5, num_decays=2)
+    rng = np.random.default_rng(0)
+    plan.update(10 + rng.normal(size=100))  # first chunk: an improvement on inf
+    assert plan.learning_rate == 1e-2
+    plan.update(5 + rng.normal(size=100))  # clearly better
+    assert plan.learning_rate == 1e-2
+    for _ in range(3):  # flat: three plateaus, the third ends it
+        plan.update(5 + rng.normal(size=100))
+    assert plan.done and plan.learning_rate == pytest.approx(1.25e-3)
+
+
+def test_guide_may_be_an_instance_a_class_or_a_factory():
+    instance = AutoDiagonalNormal(normal_normal)
+    fit = quiet_fit(jax.random.key(0), normal_normal, guide=instance, **SMALL)
+    assert fit.guide is instance
+    fit = quiet_fit(jax.random.key(0), funnel, guide=AutoNeuralSpline, **SMALL)
+    assert isinstance(fit.guide, AutoNeuralSpline)
+    assert fit.guide.model.sites == ("x",)  # built on the reparameterised model
+
+
+@pytest.mark.parametrize(
+    "model, kwargs, error, match",
+    [
+        (discrete_latent, {}, ValueError, "discrete latent site 'k'"),
+        (lambda: numpyro.deterministic("c", 1.0), {}, ValueError, "no latent sample sites"),
+        (normal_normal, {"y": jnp.array([1.0, jnp.nan])}, ValueError, r"y\[1\] is NaN"),
+        (normal_normal, {"guide": AutoNormal(normal_normal)}, TypeError, "AutoContinuous"),
+        (normal_normal, {"guide": "iaf"}, TypeError, "guide class or factory"),
+        (normal_normal, {"num_particles": 0}, ValueError, "num_particles"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(model, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fit_guide(jax.random.key(0), model, progress_bar=False, **kwargs)
+
+
+def test_hierarchical_sites_are_the_location_scale_sites_with_latent_parents():
+    assert hierarchical_sites(eight_schools_centered) == ["theta"]
+    assert hierarchical_sites(funnel) == ["x"]
+    assert hierarchical_sites(eight_schools) == []  # already non-centred
+    assert non_centred(normal_normal) is normal_normal
+    wrapped = non_centred(eight_schools_centered)
+    assert non_centred(wrapped) is wrapped
+    assert "theta" in repr(wrapped)
+
+
+def test_auto_warm_start_uses_a_mode_and_skips_a_funnel():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "auto" never warns
+        regression = AutoIAF(normal_normal, warm_start="auto")
+        with handlers.seed(rng_seed=0):
+            regression._setup_prototype()
+        assert regression.frame is not None
+        neck = AutoIAF(funnel, warm_start="auto")
+        with handlers.seed(rng_seed=0):
+            neck._setup_prototype()
+        assert neck.frame is None
