@@ -27,6 +27,7 @@ from numpyro.infer import MCMC, NUTS
 from numpyro.infer.autoguide import AutoIAFNormal
 
 from benchmarks.common import write_json
+from benchmarks.report import _load
 from benchmarks.models import MODELS
 from numpyro_flows import AutoIAF, AutoNeuralSpline, AutoRealNVP, fit_guide, neutra_nuts
 from numpyro_flows.reports import mcmc_report
@@ -119,10 +120,13 @@ def run(quick: bool = False, seeds=(0, 1), models=NEUTRA_MODELS, setups=None) ->
                 row["ess_per_gradient_ratio"] = row["ess_per_gradient"] / base
                 print(f"{model_name:24s} seed {seed} {name:38s} {_line(row)}", flush=True)
             out[model_name][f"seed {seed}"] = rows
-    write_json(
-        "neutra",
-        {"warmup": warmup, "draws": draws, "chains": chains, "seeds": list(seeds), "results": out},
-    )
+    payload = {"warmup": warmup, "draws": draws, "chains": chains, "seeds": list(seeds)}
+    previous = _load("neutra")
+    if previous and all(previous.get(k) == v for k, v in payload.items()):
+        out = {**previous["results"], **out}  # re-running some models keeps the others
+        if previous.get("note"):
+            payload["note"] = previous["note"]
+    write_json("neutra", {**payload, "results": out})
     return out
 
 

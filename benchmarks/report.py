@@ -192,10 +192,54 @@ def _posteriordb_verdict(posterior, rows) -> str:
     )
 
 
+def posteriordb_defaults_section(p) -> str:
+    lines = ["## posteriordb at the defaults of `fit_guide`\n", _machine(p)]
+    lines.extend(_note(p))
+    lines.append(
+        f"`fit_guide(key, model, **data)` at its defaults, seeds {p['seeds']}, 10 000 guide "
+        "draws; NumPyro's `AutoIAFNormal` through the same call (`guide=AutoIAFNormal`) for a "
+        "like-for-like reference. NeuTra: `neutra_nuts` at its defaults, 4 chains × (1000 "
+        "warmup + 1000 draws). Worst over parameters and seeds of |mean − ref mean| / ref sd "
+        "and |log(sd / ref sd)|; pass at 0.1 / 0.1.\n"
+    )
+    lines.append(
+        "| posterior | guide | worst mean error | worst log sd ratio | pass | fit_guide s "
+        "(steps) | NeuTra mean err | NeuTra log sd | NeuTra divergences | NeuTra max r-hat |"
+    )
+    lines.append("|---|---|---:|---:|:---:|---:|---:|---:|---:|---:|")
+    passes, neutra_matches, total = {}, 0, 0
+    for posterior, rows in p["results"].items():
+        total += 1
+        for name, r in rows.items():
+            s = r["summary"]
+            passes[name] = passes.get(name, 0) + bool(s["passes"])
+            runs = r["runs"]
+            seconds = max((run["fit_seconds"] for run in runs), default=float("nan"))
+            steps = "/".join(str(run.get("fit_steps", "")) for run in runs)
+            neutra = [run["neutra"] for run in runs if run.get("neutra")]
+            nm = max((n["mean_error"] for n in neutra), default=None)
+            ns = max((n["log_sd_ratio"] for n in neutra), default=None)
+            nd = sum(n["divergences"] for n in neutra) if neutra else None
+            nr = max((n.get("max_rhat", float("nan")) for n in neutra), default=None)
+            if neutra and nm <= 0.1 and ns <= 0.1:
+                neutra_matches += 1
+            lines.append(
+                f"| {posterior} | {name} | {_fmt(s['mean_error'])} | {_fmt(s['log_sd_ratio'])} | "
+                f"{'✓' if s['passes'] else '✗'} | {seconds:.1f} ({steps}) | {_fmt(nm)} | "
+                f"{_fmt(ns)} | {'' if nd is None else nd} | {_fmt(nr)} |"
+            )
+    lines.append("")
+    for name, count in passes.items():
+        lines.append(f"- {name}: the guide alone passes {count} of {total}.")
+    lines.append(f"- NeuTra at the defaults matches the reference on {neutra_matches} of {total}.")
+    return "\n".join(lines) + "\n"
+
+
 SECTIONS = {
     "speed": speed_section,
     "quality": quality_section,
     "neutra": neutra_section,
+    "posteriordb_defaults": posteriordb_defaults_section,
     "posteriordb": posteriordb_section,
 }
 

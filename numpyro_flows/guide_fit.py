@@ -36,6 +36,12 @@ from numpyro_flows.diagnostics import KHAT_BAD, PSISResult, psis_diagnostic
 from numpyro_flows.reparam import non_centred
 from numpyro_flows.reports import RunReportWarning, khat_verdict, verdict_is_bad
 
+# A chunk with more non-finite losses than this (steps skipped by svi.stable_update) is
+# undone and retried with the learning rate times RESTART_DECAY, at most MAX_RESTARTS times.
+MAX_SKIPPED_FRACTION = 0.1
+RESTART_DECAY = 0.1
+MAX_RESTARTS = 3
+
 # Latent dimension up to which the default guide's affine layer is a full lower-triangular
 # scale (O(D^2) parameters); above it, a diagonal one.
 FULL_AFFINE_MAX_DIM = 200
@@ -159,7 +165,9 @@ def fit_guide(
         decay: factor applied to the learning rate at each plateau.
         num_decays: plateaus before the loss-driven schedule stops.
         clip_norm: gradients are clipped to this global norm (one bad draw cannot throw
-            the flow far away).
+            the flow far away). Steps with a non-finite loss or gradient are skipped; a
+            chunk with more than ``MAX_SKIPPED_FRACTION`` of them is undone and retried with
+            a tenth of the learning rate (``MAX_RESTARTS`` times), then it is an error.
         loss: an ELBO (default ``Trace_ELBO(num_particles)``).
         khat_samples: guide draws for the final PSIS k-hat (0 skips it).
         progress_bar: show progress (steps, loss, learning rate).
@@ -210,7 +218,8 @@ def fit_guide(
         # Every chunk has the same length (one compilation); steps past `num_active` (the
         # end of a fixed budget) leave the state as it is.
         def body(state, i):
-            new_state, loss = svi.update(state, *model_args, **model_kwargs)
+            # A step whose loss or gradient is not finite is skipped (the state is kept).
+            new_state, loss = svi.stable_update(state, *model_args, **model_kwargs)
             keep = i < num_active
             return jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_state, state), loss
 
@@ -222,6 +231,7 @@ def fit_guide(
         else _PlateauPlan(learning_rate, max_steps, decay, num_decays)
     )
     losses, rates = [], []
+    restarts = MAX_RESTARTS
     # Between chunks Python is back in control: Ctrl-C stops within one chunk.
     with tqdm(total=plan.total, disable=not progress_bar, desc="fit_guide") as bar:
         while not plan.done:
@@ -230,8 +240,17 @@ def fit_guide(
             keep = min(chunk_size, plan.remaining)
             new_state, chunk = run_chunk(state, keep)
             chunk = np.asarray(chunk)[:keep]
-            if not np.all(np.isfinite(chunk)):
-                raise FloatingPointError(_non_finite_message(plan.steps))
+            finite = np.isfinite(chunk)
+            if np.mean(~finite) > MAX_SKIPPED_FRACTION:
+                # The guide keeps drawing where the model has no finite density: go back
+                # to the state before the chunk and take smaller steps.
+                if num_steps is not None or restarts == 0:
+                    first = plan.steps + int(np.argmin(finite))
+                    raise FloatingPointError(_non_finite_message(first))
+                restarts -= 1
+                plan.learning_rate *= RESTART_DECAY
+                continue
+            chunk = np.where(finite, chunk, np.max(chunk[finite]))
             state = new_state
             losses.append(chunk)
             rates.append(plan.rates(keep))
@@ -413,10 +432,10 @@ def _final_loss(losses) -> float:
 
 def _non_finite_message(step: int) -> str:
     return (
-        f"The loss became NaN or infinite near step {step}: the guide drew latents where the "
-        "model's log density is not finite. Check the model for values outside its support "
-        "(e.g. a scale that can reach 0), or pass a smaller learning_rate or more "
-        "num_particles."
+        f"The loss stayed NaN or infinite from step {step} on, also with smaller steps: the "
+        "guide draws latents where the model's log density is not finite. Check the model "
+        "for values outside its support (e.g. a scale that can reach 0, an exp that "
+        "overflows), or pass a smaller learning_rate or init_scale."
     )
 
 

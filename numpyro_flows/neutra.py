@@ -154,7 +154,7 @@ def neutra_nuts(
                 f"The guide's PSIS k-hat is {khat:.2f} > {KHAT_BAD}: it misses part of the "
                 "posterior. NeuTra-NUTS still targets the exact posterior, but expect slower "
                 "mixing; train the guide longer or use a more flexible flow.",
-                UserWarning,
+                RunReportWarning,
                 stacklevel=2,
             )
     reparam = neutra_reparam(guide, params)

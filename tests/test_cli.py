@@ -217,8 +217,13 @@ def test_neutra_run_report_flags_short_chains(files):
 def test_ctrl_c_stops_training_promptly(files):
     args = ["fit", f"{files / 'mymodel.py'}:model", "--data", files / "data.json"]
     args += ["--out", files / "posterior.nc", "--steps", "10000000"]
+    # pytest-xdist workers ignore SIGINT, and a child inherits that: restore the default
+    # so that the command sees Ctrl-C as a user's terminal would deliver it.
     process = subprocess.Popen(
-        [*command(), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*command(), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         seen, start = b"", time.monotonic()
@@ -236,6 +241,7 @@ def test_ctrl_c_stops_training_promptly(files):
     finally:
         if process.poll() is None:
             process.kill()
+            process.communicate()
 
 
 def test_demo_runs_end_to_end_in_fast_mode(tmp_path, capsys):

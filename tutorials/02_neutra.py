@@ -187,9 +187,7 @@ for name, (idata, num_steps, seconds) in rows.items():
         f"{name:12s} {ess:8.0f} {gradients:10d} {ess / gradients:9.4f} {divergent:9d}"
         f" {ess_tau:8.0f} {rhat_tau:10.3f} {seconds:8.1f}"
     )
-print(
-    f"(fit_guide: {fit.num_steps} SVI steps, {fit.seconds:.1f} s; times include compilation)"
-)
+print(f"(fit_guide: {fit.num_steps} SVI steps, {fit.seconds:.1f} s; times include compilation)")
 
 # %% [markdown]
 # ## Trace plots
