@@ -91,6 +91,12 @@ def machine() -> dict:
     }
 
 
+def read_json(name: str) -> dict | None:
+    """The payload of ``results/{name}.json``, or ``None`` if there is none."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def write_json(name: str, payload: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"

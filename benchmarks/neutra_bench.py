@@ -26,8 +26,7 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.autoguide import AutoIAFNormal
 
-from benchmarks.common import write_json
-from benchmarks.report import _load
+from benchmarks.common import read_json, write_json
 from benchmarks.models import MODELS
 from numpyro_flows import AutoIAF, AutoNeuralSpline, AutoRealNVP, fit_guide, neutra_nuts
 from numpyro_flows.reports import mcmc_report
@@ -121,7 +120,7 @@ def run(quick: bool = False, seeds=(0, 1), models=NEUTRA_MODELS, setups=None) ->
                 print(f"{model_name:24s} seed {seed} {name:38s} {_line(row)}", flush=True)
             out[model_name][f"seed {seed}"] = rows
     payload = {"warmup": warmup, "draws": draws, "chains": chains, "seeds": list(seeds)}
-    previous = _load("neutra")
+    previous = read_json("neutra")
     if previous and all(previous.get(k) == v for k, v in payload.items()):
         out = {**previous["results"], **out}  # re-running some models keeps the others
         if previous.get("note"):

@@ -91,13 +91,20 @@ class GuideFit(NamedTuple):
 def default_guide(model, latent_size: int | None = None) -> AutoContinuous:
     """The guide :func:`fit_guide` trains when none is given.
 
-    An :class:`~numpyro_flows.AutoIAF` (three IAF layers, MADE widths ``max(2 D, 32)``)
-    behind a full lower-triangular affine layer (diagonal above
-    ``FULL_AFFINE_MAX_DIM`` latent dimensions), starting at ``init_scale=0.1``. Measured
-    in ``benchmarks/neutra_defaults.py``: the autoregressive affine family is the
-    transport that lets NUTS mix on funnels (the spline's identity tails stop warping at
-    its bound, exactly where a funnel's neck is), and the full affine layer takes the
-    linear correlations off the flow.
+    An :class:`~numpyro_flows.AutoIAF` (three IAF layers, NumPyro's MADE widths
+    ``[D, D]``) behind a full lower-triangular affine layer (diagonal above
+    ``FULL_AFFINE_MAX_DIM`` latent values), starting at ``init_scale=0.1`` and at the
+    Laplace approximation where the posterior has a usable mode (``warm_start="auto"``).
+
+    Why this one (``benchmarks/neutra_bench.py`` and ``benchmarks/posteriordb``, figures in
+    ``docs/benchmarks.md``): as a NeuTra transport the affine autoregressive family keeps
+    warping all the way out, where a spline is the identity beyond its bound, which is
+    where a funnel's neck lies; the spline presets kept a few divergences on eight schools
+    where this guide had none, at a lower ESS per gradient. The full affine layer takes the
+    linear correlations off the flow, and the Laplace start puts badly scaled regressions
+    in a whitened frame from the first step. The spline presets remain the more flexible
+    posterior approximations (``guide=AutoNeuralSpline``) when the guide's draws, not
+    NeuTra, are the goal.
 
     Args:
         model: a NumPyro model.
@@ -211,7 +218,17 @@ def fit_guide(
         optimizer = _clipped_adam(schedule, clip_norm)
     loss = Trace_ELBO(num_particles=num_particles) if loss is None else loss
     svi = SVI(model, guide, optimizer, loss)
-    state = svi.init(key_init, *model_args, **model_kwargs)
+    try:
+        state = svi.init(key_init, *model_args, **model_kwargs)
+    except RuntimeError as error:
+        if "valid initial parameters" not in str(error):
+            raise
+        raise ValueError(
+            "The model's log density is not finite at any initial point tried (NumPyro: "
+            f"{error}). Look for operations that give NaN or inf (log of a negative value, "
+            "an overflowing exp, a scale that can be 0), or start elsewhere: a guide with "
+            "init_loc_fn=init_to_median or init_to_value(values=...)."
+        ) from None
 
     @jax.jit
     def run_chunk(state, num_active):

@@ -217,13 +217,17 @@ def test_neutra_run_report_flags_short_chains(files):
 def test_ctrl_c_stops_training_promptly(files):
     args = ["fit", f"{files / 'mymodel.py'}:model", "--data", files / "data.json"]
     args += ["--out", files / "posterior.nc", "--steps", "10000000"]
-    # pytest-xdist workers ignore SIGINT, and a child inherits that: restore the default
-    # so that the command sees Ctrl-C as a user's terminal would deliver it.
+    # pytest-xdist workers ignore SIGINT and a child inherits that, so the command runs
+    # behind a Python that first restores the handler a terminal's process would have
+    # (a preexec_fn would fork this JAX process, which JAX warns against).
+    restore_ctrl_c = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from numpyro_flows.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     process = subprocess.Popen(
-        [*command(), *map(str, args)],
+        [sys.executable, "-c", restore_ctrl_c, *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         seen, start = b"", time.monotonic()

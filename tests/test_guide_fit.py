@@ -11,6 +11,7 @@ import pytest
 from models import discrete_latent, eight_schools, eight_schools_centered, funnel, normal_normal
 from numpyro import handlers
 from numpyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
+from numpyro.infer.initialization import init_to_value
 from numpyro.infer.util import potential_energy
 
 from numpyro_flows import AutoIAF, AutoNeuralSpline, GuideFit, fit_guide, neutra_nuts
@@ -174,3 +175,29 @@ def test_auto_warm_start_uses_a_mode_and_skips_a_funnel():
         with handlers.seed(rng_seed=0):
             neck._setup_prototype()
         assert neck.frame is None
+
+
+def finite_only_at_zero():
+    z = numpyro.sample("z", numpyro.distributions.Normal(0.0, 1.0))
+    numpyro.factor("broken", jnp.where(z == 0.0, 0.0, jnp.nan))
+
+
+def nan_everywhere():
+    z = numpyro.sample("z", numpyro.distributions.Normal(0.0, 1.0))
+    numpyro.factor("broken", jnp.nan * z)
+
+
+def test_a_loss_that_stays_nan_is_an_error_naming_the_fix():
+    """Steps with a NaN loss are skipped; a chunk of them is retried with smaller steps,
+    then it is an error."""
+    at_zero = init_to_value(values={"z": 0.0})
+    with pytest.raises(FloatingPointError, match="stayed NaN or infinite from step 0"):
+        fit_guide(
+            jax.random.key(0),
+            finite_only_at_zero,
+            guide=lambda m: AutoIAF(m, init_loc_fn=at_zero),
+            progress_bar=False,
+            **SMALL,
+        )
+    with pytest.raises(ValueError, match="not finite at any initial point"):
+        fit_guide(jax.random.key(0), nan_everywhere, progress_bar=False, **SMALL)
