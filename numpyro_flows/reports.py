@@ -118,7 +118,8 @@ class MCMCReport(NamedTuple):
         if self.num_divergences:
             found.append(
                 f"{self.num_divergences} divergent transitions: raise target_accept_prob "
-                "(e.g. nuts_kwargs={'target_accept_prob': 0.95}) or train the guide longer"
+                "(e.g. 0.95), or improve the geometry (NeuTra with a guide from fit_guide; "
+                "with NeuTra already, train the guide longer)"
             )
         if not math.isnan(self.max_rhat) and self.max_rhat > RHAT_MAX:
             found.append(
