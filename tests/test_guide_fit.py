@@ -18,7 +18,7 @@ from numpyro_flows import AutoIAF, AutoNeuralSpline, GuideFit, fit_guide, neutra
 from numpyro_flows.diagnostics import log_ratio_fn
 from numpyro_flows.guide_fit import _PlateauPlan
 from numpyro_flows.reparam import NonCentredModel, hierarchical_sites, non_centred
-from numpyro_flows.reports import MCMCReport
+from numpyro_flows.reports import MCMCReport, RunReportWarning
 
 SMALL = {"max_steps": 600, "chunk_size": 200, "num_particles": 4, "khat_samples": 200}
 
@@ -63,21 +63,25 @@ def test_khat_uses_the_fitted_centring(centred_fit):
     np.testing.assert_allclose(log_p[:3], expected, rtol=1e-4, atol=1e-3)
 
 
+def short_neutra(fit, seed, num_draws):
+    """Two vectorised chains of ``num_draws`` warm-up steps and draws each."""
+    return neutra_nuts(
+        jax.random.key(seed),
+        fit.guide,
+        fit.params,
+        num_warmup=num_draws,
+        num_samples=num_draws,
+        num_chains=2,
+        chain_method="vectorized",
+        progress_bar=False,
+        khat_samples=0,
+    )
+
+
 def test_neutra_on_fit_guide_returns_the_original_sites_and_a_report(centred_fit):
-    fit = centred_fit
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # a short run's report
-        result = neutra_nuts(
-            jax.random.key(3),
-            fit.guide,
-            fit.params,
-            num_warmup=100,
-            num_samples=100,
-            num_chains=2,
-            chain_method="vectorized",
-            progress_bar=False,
-            khat_samples=0,
-        )
+        warnings.simplefilter("ignore", RunReportWarning)  # a short run's report
+        result = short_neutra(centred_fit, 3, 100)
     assert set(result.samples) == {"mu", "tau", "theta"}
     assert result.samples["theta"].shape == (2, 100, 8)
     report = result.summary()
@@ -87,19 +91,8 @@ def test_neutra_on_fit_guide_returns_the_original_sites_and_a_report(centred_fit
 
 
 def test_neutra_warns_with_the_fix_when_the_run_is_bad(centred_fit):
-    fit = centred_fit
-    with pytest.warns(UserWarning, match="run report.*(r-hat|ESS|divergen)"):
-        neutra_nuts(
-            jax.random.key(4),
-            fit.guide,
-            fit.params,
-            num_warmup=20,
-            num_samples=20,
-            num_chains=2,
-            chain_method="vectorized",
-            progress_bar=False,
-            khat_samples=0,
-        )
+    with pytest.warns(RunReportWarning, match="run report.*(r-hat|ESS|divergen)"):
+        short_neutra(centred_fit, 4, 20)
 
 
 def test_fixed_num_steps_is_a_cosine_schedule():
