@@ -33,11 +33,11 @@ from numpyro_flows._arviz_import import import_arviz
 from numpyro_flows.diagnostics import (
     _check_params,
     _ensure_setup,
-    _model_param_values,
     _require_continuous,
     constrained_draws,
     importance_log_ratios,
     khat_threshold,
+    model_with_fitted_params,
     psis_from_log_ratios,
 )
 from numpyro_flows.neutra import NeuTraResult
@@ -163,7 +163,7 @@ def _guide_to_inference_data(
     guide, params, args, kwargs, rng_key, num_samples, coords, dims, log_likelihood
 ):
     _ensure_setup(guide, args, kwargs)
-    model = handlers.substitute(guide.model, data=_model_param_values(guide, params))
+    model = model_with_fitted_params(guide, params)
     structure = _model_structure(model, args, kwargs)
     latent, log_p, log_q = importance_log_ratios(
         rng_key, guide, params, *args, num_samples=num_samples, **kwargs
@@ -209,7 +209,7 @@ def _neutra_to_inference_data(result, coords, dims, log_likelihood):
     # The model arguments the run was given (kept by neutra_nuts).
     args, kwargs = tuple(result.model_args), dict(result.model_kwargs)
     _ensure_setup(guide, args, kwargs)
-    model = handlers.substitute(guide.model, data=_model_param_values(guide, result.reparam.params))
+    model = model_with_fitted_params(guide, result.reparam.params)
     structure = _model_structure(model, args, kwargs)
     # The model's sites in the model's order; the shared latent is not one of them.
     posterior = {

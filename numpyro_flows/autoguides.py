@@ -38,6 +38,7 @@ from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.initialization import init_to_uniform
 
 from numpyro_flows import flows as _flows
+from numpyro_flows._sites import latent_sites, reject_discrete_latents
 from numpyro_flows.bijections import Chain
 from numpyro_flows.flows import Flow
 from numpyro_flows.laplace import laplace_approximation, laplace_khat
@@ -410,26 +411,9 @@ def activation_name(activation):
 def _reject_discrete_latents(guide, args, kwargs):
     # Values from the guide's own init strategy, as NumPyro's prototype run makes them
     # (improper priors cannot be sampled; a uniform draw may be where the model blows up).
-    model = numpyro.handlers.substitute(
-        numpyro.handlers.seed(guide.model, 0), substitute_fn=guide.init_loc_fn
-    )
-    # This check exists to give a clear error; it must not fail on a valid model. Only the
-    # sites' supports are read, so argument validation is off (a draw where an ODE solution
-    # blows up makes a NaN loc, and with numpyro.enable_validation() that would raise), and
-    # any other error is left to NumPyro's own set-up, which reports it with the model.
-    try:
-        with numpyro.handlers.block(), numpyro.validation_enabled(False):
-            trace = numpyro.handlers.trace(model).get_trace(*args, **kwargs)
-    except Exception:
-        return
-    for name, site in trace.items():
-        if site["type"] == "sample" and not site["is_observed"] and site["fn"].support.is_discrete:
-            raise ValueError(
-                f"{type(guide).__name__} cannot guide the discrete latent site '{name}': flow "
-                "guides are continuous. Marginalise it out of the model (sum over its values "
-                "with numpyro.factor, or mark it infer={'enumerate': 'parallel'} and use "
-                "TraceEnum_ELBO with a guide that hides it via numpyro.handlers.block)."
-            )
+    sites = latent_sites(guide.model, args, kwargs, substitute_fn=guide.init_loc_fn)
+    if sites is not None:
+        reject_discrete_latents(sites, type(guide).__name__)
 
 
 def _is_usable_mode(potential, result) -> bool:

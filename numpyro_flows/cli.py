@@ -68,11 +68,13 @@ def guide_factory(name: str, warm_start: str | None = None):
 
 def fit_model(model, data: dict, args):
     """``fit_guide`` with the command line's choices; model errors become one line."""
+    import jax
+
     from numpyro_flows.guide_fit import fit_guide
 
     try:
         return fit_guide(
-            jax_key(args.seed),
+            jax.random.key(args.seed),
             model,
             guide=guide_factory(args.guide, args.warm_start),
             num_steps=args.steps,
@@ -92,12 +94,6 @@ def fit_model(model, data: dict, args):
         raise UserError(
             f"cannot fit this model: {type(error).__name__}: {message} (--debug shows where)"
         ) from None
-
-
-def jax_key(seed: int):
-    import jax
-
-    return jax.random.key(seed)
 
 
 # ---------------------------------------------------------------------- fit
@@ -178,15 +174,13 @@ def check_output_path(out: Path, force: bool) -> None:
 def guide_report(rng_key, guide, params, data) -> tuple[str, str]:
     """The guide's k-hat line of the run report, and the verdict in it."""
     from numpyro_flows.diagnostics import psis_diagnostic
-    from numpyro_flows.reports import khat_verdict
 
     try:
         psis = psis_diagnostic(rng_key, guide, params, **data)
     except ValueError as error:  # e.g. no guide draw has a finite model density
         verdict = f"failed: {error}"
         return f"guide k-hat: not available ({verdict})", verdict
-    verdict = khat_verdict(psis.khat, ess=psis.ess, failure=psis.failure)
-    return f"guide k-hat: {psis.khat:.2f} ({verdict})", verdict
+    return f"guide k-hat: {psis.khat:.2f} ({psis.verdict})", psis.verdict
 
 
 def run_fit(args) -> int:

@@ -87,7 +87,7 @@ def main(args) -> int:
     from numpyro_flows.cli import UserError
     from numpyro_flows.guide_fit import fit_guide
     from numpyro_flows.neutra import neutra_nuts, nuts_sample_stats
-    from numpyro_flows.reports import khat_verdict, mcmc_report
+    from numpyro_flows.reports import mcmc_report
 
     max_steps, warmup, draws, chains = (600, 200, 200, 2) if args.fast else (30_000, 1000, 1000, 4)
     model, _ = MODELS[args.model]
@@ -111,7 +111,7 @@ def main(args) -> int:
     guide_draws = guide.sample_posterior(
         jax.random.key(args.seed + 2), params, sample_shape=(chains * draws,)
     )
-    guide_verdict = khat_verdict(psis.khat, ess=psis.ess, failure=psis.failure)
+    guide_verdict = psis.verdict
     rows["flow guide (SVI)"] = {
         "min_ess": psis.ess,
         "ess_per_gradient": None,

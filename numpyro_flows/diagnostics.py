@@ -71,16 +71,20 @@ class PSISResult(NamedTuple):
     latent: np.ndarray | None
     failure: str | None = None
 
-    def __repr__(self) -> str:
+    @property
+    def verdict(self) -> str:
+        """k-hat's verdict in words (:func:`numpyro_flows.reports.khat_verdict`)."""
         from numpyro_flows.reports import khat_verdict
 
-        verdict = khat_verdict(self.khat, ess=self.ess, failure=self.failure)
+        return khat_verdict(self.khat, ess=self.ess, failure=self.failure)
+
+    def __repr__(self) -> str:
         shapes = ", ".join(
             f"{name}={_shape(getattr(self, name))}"
             for name in ("log_weights", "log_p", "log_q", "latent")
         )
         return (
-            f"PSISResult(khat={self.khat:.3g} [{verdict}], ess={self.ess:.1f} of "
+            f"PSISResult(khat={self.khat:.3g} [{self.verdict}], ess={self.ess:.1f} of "
             f"{len(self.log_weights)}, log_evidence={self.log_evidence:.4g}, {shapes})"
         )
 
@@ -191,7 +195,7 @@ def log_ratio_fn(guide, *args, num_samples: int = 1000, **kwargs) -> Callable:
             return -potential_fn(guide._unpack_latent(z))
         # The model's own param sites (e.g. a learned centring) at their fitted values,
         # not the initial values the guide's potential function was built with.
-        model = handlers.substitute(guide.model, data=_model_param_values(guide, params))
+        model = model_with_fitted_params(guide, params)
         return -potential_energy(model, args, kwargs, guide._unpack_latent(z))
 
     @jax.jit
@@ -345,6 +349,12 @@ def _model_param_values(guide, params) -> dict:
     }
 
 
+def model_with_fitted_params(guide, params):
+    """The guide's model with its own ``numpyro.param`` sites (e.g. the learned centring
+    of :func:`numpyro_flows.fit_guide`) at their fitted values from ``params``."""
+    return handlers.substitute(guide.model, data=_model_param_values(guide, params))
+
+
 def constrained_draws(guide, params, latent, *args, **kwargs) -> dict:
     """Maps unconstrained guide draws to the model's latent and deterministic sites.
 
@@ -362,9 +372,7 @@ def constrained_draws(guide, params, latent, *args, **kwargs) -> dict:
     """
     _require_continuous(guide)
     _ensure_setup(guide, args, kwargs)
-    model = handlers.seed(
-        handlers.substitute(guide.model, data=_model_param_values(guide, params)), rng_seed=0
-    )
+    model = handlers.seed(model_with_fitted_params(guide, params), rng_seed=0)
     unconstrained = guide._unpack_latent(jnp.asarray(latent))
 
     # One compiled function instead of many small eager ops (much faster to build).
@@ -425,6 +433,7 @@ __all__ = [
     "importance_log_ratios",
     "khat_threshold",
     "log_ratio_fn",
+    "model_with_fitted_params",
     "psis_diagnostic",
     "psis_from_log_ratios",
     "psis_resample",

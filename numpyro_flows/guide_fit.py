@@ -24,17 +24,17 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 import optax
-from numpyro import handlers
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoContinuous, AutoGuide
 from tqdm.auto import tqdm
 
+from numpyro_flows._sites import latent_sites, reject_discrete_latents
+from numpyro_flows.autoguides import AutoIAF
 from numpyro_flows.checks import check_model_data
 from numpyro_flows.diagnostics import KHAT_BAD, PSISResult, psis_diagnostic
 from numpyro_flows.reparam import non_centred
-from numpyro_flows.reports import RunReportWarning, khat_verdict, verdict_is_bad
+from numpyro_flows.reports import RunReportWarning, verdict_is_bad
 
 # A chunk with more non-finite losses than this (steps skipped by svi.stable_update) is
 # undone and retried with the learning rate times RESTART_DECAY, at most MAX_RESTARTS times.
@@ -76,9 +76,7 @@ class GuideFit(NamedTuple):
     @property
     def verdict(self) -> str:
         """The PSIS verdict in words (``ok``, ``doubtful ...``, ``bad ...``, ``failed: ...``)."""
-        if self.psis is None:
-            return "not checked"
-        return khat_verdict(self.psis.khat, ess=self.psis.ess, failure=self.psis.failure)
+        return "not checked" if self.psis is None else self.psis.verdict
 
     def __repr__(self) -> str:
         return (
@@ -110,8 +108,6 @@ def default_guide(model, latent_size: int | None = None) -> AutoContinuous:
         model: a NumPyro model.
         latent_size: the number of latent values, if known (for the affine choice).
     """
-    from numpyro_flows.autoguides import AutoIAF
-
     small = latent_size is None or latent_size <= FULL_AFFINE_MAX_DIM
     affine = "full" if small else "diagonal"
     return AutoIAF(model, init_scale=0.1, affine=affine, warm_start="auto")
@@ -313,14 +309,13 @@ def _set_learning_rate(state, learning_rate):
     return state._replace(optim_state=(step, (values, inner._replace(hyperparams=hyperparams))))
 
 
-class _FixedPlan:
-    """``num_steps`` steps of a cosine schedule (the optimiser holds the schedule)."""
+class _Plan:
+    """Steps taken of at most ``total``, and the learning rate of the next chunk."""
 
-    def __init__(self, num_steps: int, learning_rate: float):
-        self.total = num_steps
+    def __init__(self, total: int, learning_rate: float):
+        self.total = total
         self.steps = 0
         self.learning_rate = learning_rate
-        self._schedule = optax.cosine_decay_schedule(learning_rate, num_steps, 0.01)
 
     @property
     def done(self):
@@ -330,6 +325,14 @@ class _FixedPlan:
     def remaining(self):
         return self.total - self.steps
 
+
+class _FixedPlan(_Plan):
+    """``num_steps`` steps of a cosine schedule (the optimiser holds the schedule)."""
+
+    def __init__(self, num_steps: int, learning_rate: float):
+        super().__init__(num_steps, learning_rate)
+        self._schedule = optax.cosine_decay_schedule(learning_rate, num_steps, 0.01)
+
     def rates(self, n):
         return np.asarray(self._schedule(np.arange(self.steps, self.steps + n)))
 
@@ -338,25 +341,15 @@ class _FixedPlan:
         self.learning_rate = float(self._schedule(self.steps))
 
 
-class _PlateauPlan:
+class _PlateauPlan(_Plan):
     """Drops the learning rate when a chunk's mean loss stops improving; stops after
     ``num_decays`` drops or ``max_steps`` steps."""
 
     def __init__(self, learning_rate, max_steps, decay, num_decays):
-        self.learning_rate = learning_rate
-        self.total = max_steps
-        self.steps = 0
+        super().__init__(max_steps, learning_rate)
         self.decay = decay
         self.decays_left = num_decays
         self.best = np.inf
-
-    @property
-    def done(self):
-        return self.decays_left < 0 or self.steps >= self.total
-
-    @property
-    def remaining(self):
-        return self.total - self.steps
 
     def rates(self, n):
         return np.full(n, self.learning_rate)
@@ -368,24 +361,20 @@ class _PlateauPlan:
         # autocorrelated along a run, so the plain standard error would be too small).
         tenths = np.array_split(chunk_losses, 10)
         noise = float(np.std([np.mean(t) for t in tenths]) / np.sqrt(len(tenths)))
-        if mean < self.best - 2 * noise:
-            self.best = min(self.best, mean)
-            return
+        improved = mean < self.best - 2 * noise
         self.best = min(self.best, mean)
+        if improved:
+            return
         self.decays_left -= 1
         self.learning_rate *= self.decay
         if self.decays_left < 0:
-            self.total = self.steps
+            self.total = self.steps  # done
 
 
 # ---------------------------------------------------------------------- checks
 def _build_guide(make_guide, model) -> AutoContinuous:
     if isinstance(make_guide, AutoGuide):
-        raise TypeError(
-            "fit_guide trains an AutoContinuous guide (AutoIAF, AutoNeuralSpline, AutoFlow, "
-            f"NumPyro's AutoIAFNormal, ...), got {type(make_guide).__name__}, which has no "
-            "joint density over all latents. For other guides use numpyro.infer.SVI directly."
-        )
+        raise TypeError(_not_continuous(f"got {type(make_guide).__name__}"))
     if not callable(make_guide):
         raise TypeError(
             "guide must be None, an AutoContinuous guide, or a guide class or factory taking "
@@ -393,12 +382,16 @@ def _build_guide(make_guide, model) -> AutoContinuous:
         )
     guide = make_guide(model)
     if not isinstance(guide, AutoContinuous):
-        raise TypeError(
-            "fit_guide trains an AutoContinuous guide (AutoIAF, AutoNeuralSpline, AutoFlow, "
-            f"NumPyro's AutoIAFNormal, ...); the guide factory returned {type(guide).__name__}. "
-            "For other guides use numpyro.infer.SVI directly."
-        )
+        raise TypeError(_not_continuous(f"the guide factory returned {type(guide).__name__}"))
     return guide
+
+
+def _not_continuous(what: str) -> str:
+    return (
+        "fit_guide trains an AutoContinuous guide (AutoIAF, AutoNeuralSpline, AutoFlow, "
+        f"NumPyro's AutoIAFNormal, ...); {what}, which has no joint density over all "
+        "latents. For other guides use numpyro.infer.SVI directly."
+    )
 
 
 def check_latent_sites(model, args, kwargs) -> int | None:
@@ -410,31 +403,17 @@ def check_latent_sites(model, args, kwargs) -> int | None:
     Returns:
         The number of latent values (``None`` if the model could not be run here).
     """
-    try:
-        with handlers.block(), numpyro.validation_enabled(False):
-            trace = handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
-    except Exception:  # noqa: BLE001 - the guide's set-up reports model errors itself
+    sites = latent_sites(model, args, kwargs)
+    if sites is None:
         return None
-    latent = {
-        name: site
-        for name, site in trace.items()
-        if site["type"] == "sample" and not site["is_observed"]
-    }
-    if not latent:
+    if not sites:
         raise ValueError(
             "The model has no latent sample sites: there is no posterior to fit a guide to. "
             "Check that the data are passed as observations (obs=...) and that at least one "
             "numpyro.sample site is not observed."
         )
-    for name, site in latent.items():
-        if site["fn"].support.is_discrete:
-            raise ValueError(
-                f"fit_guide cannot fit the discrete latent site '{name}': flow guides are "
-                "continuous. Marginalise it out of the model (sum over its values with "
-                "numpyro.factor, or mark it infer={'enumerate': 'parallel'} and use "
-                "TraceEnum_ELBO with a guide that hides it via numpyro.handlers.block)."
-            )
-    return sum(int(np.size(site["value"])) for site in latent.values())
+    reject_discrete_latents(sites, "fit_guide")
+    return sum(int(np.size(site["value"])) for site in sites.values())
 
 
 def _check_positive_int(name, value):
@@ -457,7 +436,7 @@ def _non_finite_message(step: int) -> str:
 
 
 def _warn_if_untrustworthy(psis: PSISResult):
-    verdict = khat_verdict(psis.khat, ess=psis.ess, failure=psis.failure)
+    verdict = psis.verdict
     if verdict.startswith("failed"):
         warnings.warn(
             f"The fitted guide cannot be checked: {verdict}. Look at fit.losses for a "

@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from numpyro_flows.diagnostics import psis_from_log_ratios
+
 
 class LaplaceResult(NamedTuple):
     """The mode and the Laplace scale.
@@ -119,8 +121,6 @@ def laplace_khat(potential_fn, result: LaplaceResult, rng_key, num_samples: int 
     Returns:
         k-hat (``inf`` where the ratios are degenerate or the result has no scale).
     """
-    from numpyro_flows.diagnostics import psis_from_log_ratios
-
     if result.scale_tril is None:
         return float("inf")
 

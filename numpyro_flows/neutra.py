@@ -28,7 +28,6 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from numpyro import handlers
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.reparam import NeuTraReparam
 
@@ -36,8 +35,8 @@ from numpyro_flows.diagnostics import (
     KHAT_BAD,
     MIN_PSIS_SAMPLES,
     _ensure_setup,
-    _model_param_values,
     _require_continuous,
+    model_with_fitted_params,
     psis_diagnostic,
 )
 from numpyro_flows.reparam import original_sites
@@ -168,9 +167,7 @@ def neutra_nuts(
                 stacklevel=2,
             )
     reparam = neutra_reparam(guide, params)
-    fitted = _model_param_values(guide, params)
-    model = guide.model if not fitted else handlers.substitute(guide.model, data=fitted)
-    model = reparam.reparam(model)
+    model = reparam.reparam(model_with_fitted_params(guide, params))
     mcmc = MCMC(
         NUTS(model, **{**NUTS_DEFAULTS, **(nuts_kwargs or {})}),
         num_warmup=num_warmup,

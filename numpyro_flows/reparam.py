@@ -32,6 +32,8 @@ from numpyro.infer.inspect import get_dependencies
 from numpyro.infer.reparam import LocScaleReparam
 from numpyro.primitives import Messenger
 
+from numpyro_flows._sites import latent_sites
+
 # Families LocScaleReparam can decentre, with the shape parameters it copies unchanged.
 LOC_SCALE_FAMILIES = {
     dist.Normal: (),
@@ -104,20 +106,19 @@ def hierarchical_sites(model: Callable, *args, **kwargs) -> list[str]:
         model: a NumPyro model.
         *args, **kwargs: its arguments (the data).
     """
+    latent = latent_sites(model, args, kwargs)
+    if not latent:
+        return []
     try:
         with handlers.block():
             dependencies = get_dependencies(model, args, kwargs)["prior_dependencies"]
-            trace = handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
     except Exception:  # noqa: BLE001 - any model the tracer cannot follow is left alone
         return []
-    latent = {
-        name for name, site in trace.items() if site["type"] == "sample" and not site["is_observed"]
-    }
     sites = []
-    for name in sorted(latent, key=list(trace).index):
+    for name, site in latent.items():
         parents = set(dependencies.get(name, {})) - {name}
-        fn = trace[name]["fn"]
-        if parents & latent and _loc_scale_family(fn) is not None and _is_real(fn):
+        fn = site["fn"]
+        if parents & set(latent) and _loc_scale_family(fn) is not None and _is_real(fn):
             sites.append(name)
     return sites
 
