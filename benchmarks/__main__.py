@@ -5,7 +5,8 @@
     python -m benchmarks --only speed quality
 
 Sections: ``speed`` (SVI step and compile time, compile time against depth), ``quality``
-(equal wall-clock budget: ELBO, KL, k-hat), ``neutra`` (NeuTra-NUTS vs NUTS),
+(equal wall-clock budget: ELBO, KL, k-hat), ``modes`` (multimodal targets: KL, share of
+draws per mode), ``neutra`` (NeuTra-NUTS vs NUTS),
 ``posteriordb`` (accuracy against reference posteriors) and, from their own modules,
 ``density`` and ``scaling`` when present. The report is rebuilt from every JSON file in
 ``results/``, so sections can be re-run one at a time.
@@ -21,6 +22,7 @@ from benchmarks.report import write_report
 SECTIONS = {
     "speed": "benchmarks.speed",
     "quality": "benchmarks.quality",
+    "modes": "benchmarks.modes",
     "neutra": "benchmarks.neutra_bench",
     "posteriordb": "benchmarks.posteriordb.run",
     "density": "benchmarks.density",

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from numpyro.infer import autoguide
 
-from numpyro_flows import AutoIAF, AutoNeuralSpline, AutoRealNVP
+from numpyro_flows import AutoBNAF, AutoIAF, AutoNeuralSpline, AutoRealNVP
 
 OURS = {
     "AutoIAF": lambda m, **kw: AutoIAF(m, **kw),
     "AutoRealNVP": lambda m, **kw: AutoRealNVP(m, **kw),
     "AutoNeuralSpline": lambda m, **kw: AutoNeuralSpline(m, **kw),
     "AutoNeuralSpline(coupling)": lambda m, **kw: AutoNeuralSpline(m, coupling=True, **kw),
+    "AutoBNAF": lambda m, **kw: AutoBNAF(m, **kw),
 }
 
 NUMPYRO = {

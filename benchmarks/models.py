@@ -1,6 +1,7 @@
 """Benchmark models: Neal's funnel (10-D), a 2-D dual moon, eight schools (centred), a
-logistic regression with 25 features and a centred hierarchical regression with 60
-groups. Data are generated with fixed seeds."""
+logistic regression with 25 features, a centred hierarchical regression with 60
+groups, and two multimodal targets (a ring of eight Gaussians, a two-Gaussian mixture in
+20-D). Data are generated with fixed seeds."""
 
 from __future__ import annotations
 
@@ -41,6 +42,48 @@ def dual_moon_log_normaliser(grid_points: int = 2001, half_width: float = 6.0) -
     cell = (t[1] - t[0]) ** 2
     peak = log_density.max()
     return float(peak + np.log(np.exp(log_density - peak).sum() * cell))
+
+
+def ring_of_gaussians_log_density(z, num_modes: int = 8, radius: float = 5.0, sd: float = 0.5):
+    """Normalised log density of an equal mixture of 2-D Gaussians on a circle."""
+    angles = jnp.arange(num_modes) * 2 * jnp.pi / num_modes
+    means = radius * jnp.stack([jnp.cos(angles), jnp.sin(angles)], -1)
+    log_components = -0.5 * jnp.sum((z[..., None, :] - means) ** 2, -1) / sd**2
+    return logsumexp(log_components, -1) - jnp.log(2 * jnp.pi * sd**2 * num_modes)
+
+
+def ring_of_gaussians():
+    """Eight Gaussians (sd 0.5) on a circle of radius 5: separated modes, normalised."""
+    z = numpyro.sample("z", dist.ImproperUniform(dist.constraints.real_vector, (), (2,)))
+    numpyro.factor("ring", ring_of_gaussians_log_density(z))
+
+
+def ring_mode_fractions(z, num_modes: int = 8) -> np.ndarray:
+    """Share of draws ``(S, 2)`` nearest to each mode of :func:`ring_of_gaussians`."""
+    angle = np.arctan2(np.asarray(z)[:, 1], np.asarray(z)[:, 0])
+    nearest = np.round(angle / (2 * np.pi / num_modes)).astype(int) % num_modes
+    return np.bincount(nearest, minlength=num_modes) / len(nearest)
+
+
+GAUSSIAN_MIXTURE_DIM = 20
+
+
+def gaussian_mixture_log_density(z, separation: float = 8.0):
+    """Normalised log density of an equal mixture of two unit Gaussians in 20-D whose
+    means lie ``separation`` apart along the first axis (at +-separation/2)."""
+    shift = jnp.zeros(z.shape[-1]).at[0].set(separation / 2)
+    log_components = jnp.stack(
+        [-0.5 * jnp.sum((z - shift) ** 2, -1), -0.5 * jnp.sum((z + shift) ** 2, -1)], -1
+    )
+    return logsumexp(log_components, -1) - 0.5 * z.shape[-1] * jnp.log(2 * jnp.pi) - jnp.log(2.0)
+
+
+def gaussian_mixture20():
+    """Two unit Gaussians in 20-D, means 8 apart along one axis: normalised."""
+    z = numpyro.sample(
+        "z", dist.ImproperUniform(dist.constraints.real_vector, (), (GAUSSIAN_MIXTURE_DIM,))
+    )
+    numpyro.factor("mixture", gaussian_mixture_log_density(z))
 
 
 SCHOOLS = {
@@ -115,6 +158,8 @@ MODELS = {
     "eight_schools_centered": (eight_schools_centered, None),
     "logistic25": (logistic_regression, None),
     "hierarchical60": (hierarchical_centered, None),
+    "ring8": (ring_of_gaussians, 0.0),
+    "gaussian_mixture20": (gaussian_mixture20, 0.0),
 }
 
 

@@ -77,6 +77,9 @@ def fit_model(model, data: dict, args):
             jax.random.key(args.seed),
             model,
             guide=guide_factory(args.guide, args.warm_start),
+            # NeuTra needs one flow; otherwise the default guide may be a mixture of
+            # flows where the posterior has several modes.
+            modes=not args.neutra,
             num_steps=args.steps,
             num_particles=args.particles,
             learning_rate=args.lr,
@@ -306,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--guide",
         choices=list(GUIDES),
         default="default",
-        help="flow guide: fit_guide's default (an IAF with a full affine layer) or a preset",
+        help="flow guide: fit_guide's default (an IAF with a full affine layer, or one flow "
+        "per mode where the posterior has several and --neutra is not given) or a preset",
     )
     f.add_argument(
         "--warm-start",

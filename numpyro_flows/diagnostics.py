@@ -189,6 +189,7 @@ def log_ratio_fn(guide, *args, num_samples: int = 1000, **kwargs) -> Callable:
     potential_fn = guide._potential_fn_gen(*args, **kwargs)
     trace = guide.prototype_trace
     has_model_params = any(site["type"] == "param" for site in trace.values())
+    is_mixture = hasattr(guide, "mixture_weights")
 
     def log_density(params, z):
         if not has_model_params:
@@ -200,11 +201,19 @@ def log_ratio_fn(guide, *args, num_samples: int = 1000, **kwargs) -> Callable:
 
     @jax.jit
     def draw(rng_key, params):
-        # Base + transform works for every AutoContinuous (NumPyro's diagonal and
-        # multivariate normals return other posterior types from get_posterior).
-        posterior = dist.TransformedDistribution(guide.get_base_dist(), guide.get_transform(params))
-        latent, intermediates = posterior.sample_with_intermediates(rng_key, (num_samples,))
-        log_q = posterior.log_prob(latent, intermediates)
+        if is_mixture:
+            # A mixture of flows (AutoFlowMixture) has a density but no single transform.
+            posterior = guide.get_posterior(params)
+            latent = posterior.sample(rng_key, (num_samples,))
+            log_q = posterior.log_prob(latent)
+        else:
+            # Base + transform works for every AutoContinuous (NumPyro's diagonal and
+            # multivariate normals return other posterior types from get_posterior).
+            posterior = dist.TransformedDistribution(
+                guide.get_base_dist(), guide.get_transform(params)
+            )
+            latent, intermediates = posterior.sample_with_intermediates(rng_key, (num_samples,))
+            log_q = posterior.log_prob(latent, intermediates)
         log_p = jax.vmap(lambda z: log_density(params, z))(latent)
         return latent, log_p, log_q
 

@@ -1,5 +1,5 @@
 """Flow factories: ``iaf``, ``maf``, ``realnvp``, ``neural_spline``, ``planar``, ``radial``,
-``glow``.
+``glow``, ``bnaf``.
 
 Each factory is callable with no arguments and returns a :class:`Flow`::
 
@@ -26,6 +26,7 @@ from numpyro_flows.layers import (
     ActNormLayer,
     AutoregressiveLayer,
     BatchNormLayer,
+    BNAFLayer,
     CouplingLayer,
     InvertLayer,
     Layer,
@@ -33,6 +34,7 @@ from numpyro_flows.layers import (
     PlanarLayer,
     RadialLayer,
     Repeat,
+    ReversedLayer,
     Sequential,
 )
 
@@ -423,4 +425,38 @@ def glow(
     return Flow(Repeat(step, num_flows, "reverse"), "glow")
 
 
-__all__ = ["Flow", "glow", "iaf", "maf", "neural_spline", "planar", "radial", "realnvp"]
+def bnaf(
+    num_flows: int = 1,
+    hidden_factors: Sequence[int] = (8, 8),
+    *,
+    residual: str | None = "gated",
+) -> Flow:
+    """Block neural autoregressive flow (De Cao et al. 2019, https://arxiv.org/abs/1904.04676).
+
+    Each layer is one monotone block-masked network
+    (:class:`~numpyro_flows.bijections.BlockNeuralAutoregressive`), parallel in the
+    forward (sampling) direction; the inverse is a numerical solve. The architecture of
+    NumPyro's ``AutoBNAFNormal``: the variable order is reversed from one layer to the
+    next, and every layer but the last has a gated residual connection. The first
+    ``num_flows - 1`` layers are identical and run under ``lax.scan``.
+
+    Args:
+        num_flows: number of BNAF layers.
+        hidden_factors: hidden units per dimension of each hidden layer (the width of a
+            hidden layer is ``D`` times its factor).
+        residual: the residual connection of all but the last layer: ``"gated"``
+            (NumPyro's choice) or ``None``.
+    """
+    if int(num_flows) != num_flows or num_flows < 1:
+        raise ValueError(f"num_flows must be a positive integer, got {num_flows!r}.")
+    hidden_factors = tuple(hidden_factors)
+    last = BNAFLayer(hidden_factors, None)
+    if num_flows == 1:
+        return Flow(last, "bnaf")
+    stack = Repeat(BNAFLayer(hidden_factors, residual), num_flows - 1, "reverse")
+    # The last layer continues the alternation of variable orders.
+    last = ReversedLayer(last) if (num_flows - 1) % 2 else last
+    return Flow(Sequential((stack, last)), "bnaf")
+
+
+__all__ = ["Flow", "bnaf", "glow", "iaf", "maf", "neural_spline", "planar", "radial", "realnvp"]

@@ -33,8 +33,14 @@ from numpyro_flows._sites import latent_sites, reject_discrete_latents
 from numpyro_flows.autoguides import AutoIAF
 from numpyro_flows.checks import check_model_data
 from numpyro_flows.diagnostics import KHAT_BAD, PSISResult, psis_diagnostic
+from numpyro_flows.mixture import AutoFlowMixture
+from numpyro_flows.modes import Modes, find_modes
+from numpyro_flows.objectives import StratifiedELBO
 from numpyro_flows.reparam import non_centred
 from numpyro_flows.reports import RunReportWarning, verdict_is_bad
+
+# Fewest draws per mixture component per step.
+MIN_STRATUM_PARTICLES = 2
 
 # A chunk with more non-finite losses than this (steps skipped by svi.stable_update) is
 # undone and retried with the learning rate times RESTART_DECAY, at most MAX_RESTARTS times.
@@ -43,7 +49,8 @@ RESTART_DECAY = 0.1
 MAX_RESTARTS = 3
 
 # Latent dimension up to which the default guide's affine layer is a full lower-triangular
-# scale (O(D^2) parameters); above it, a diagonal one.
+# scale (O(D^2) parameters) and the mode search runs (it needs a Hessian per start);
+# above it, a diagonal affine layer and no search.
 FULL_AFFINE_MAX_DIM = 200
 
 
@@ -61,6 +68,9 @@ class GuideFit(NamedTuple):
         num_particles: ELBO particles per step.
         learning_rates: the learning rate of every step, ``(num_steps,)``.
         seconds: wall time of the fit, set-up and compilation included.
+        modes: what the mode search found (:class:`~numpyro_flows.modes.Modes`), or
+            ``None`` where it did not run. With two or more modes the guide is an
+            :class:`~numpyro_flows.AutoFlowMixture`.
     """
 
     guide: AutoContinuous
@@ -72,6 +82,7 @@ class GuideFit(NamedTuple):
     num_particles: int
     learning_rates: np.ndarray
     seconds: float
+    modes: Modes | None = None
 
     @property
     def verdict(self) -> str:
@@ -108,9 +119,26 @@ def default_guide(model, latent_size: int | None = None) -> AutoContinuous:
         model: a NumPyro model.
         latent_size: the number of latent values, if known (for the affine choice).
     """
+    return AutoIAF(model, init_scale=0.1, affine=_affine_for(latent_size), warm_start="auto")
+
+
+def _affine_for(latent_size: int | None) -> str:
     small = latent_size is None or latent_size <= FULL_AFFINE_MAX_DIM
-    affine = "full" if small else "diagonal"
-    return AutoIAF(model, init_scale=0.1, affine=affine, warm_start="auto")
+    return "full" if small else "diagonal"
+
+
+def _search_modes(rng_key, modes, model, latent_size, args, kwargs) -> Modes | None:
+    """The modes to fit: a given search, a new one, or ``None`` (no search)."""
+    if isinstance(modes, Modes):
+        return modes
+    if not isinstance(modes, bool):
+        raise TypeError(f"modes must be True, False or a Modes, got {type(modes).__name__}.")
+    if not modes or (latent_size is not None and latent_size > FULL_AFFINE_MAX_DIM):
+        return None
+    with warnings.catch_warnings():
+        # A start in a region where the model is not finite is simply not a mode.
+        warnings.simplefilter("ignore")
+        return find_modes(rng_key, model, *args, **kwargs)
 
 
 def fit_guide(
@@ -119,6 +147,7 @@ def fit_guide(
     *model_args,
     guide: AutoContinuous | Callable | None = None,
     reparam: bool = True,
+    modes: bool | Modes = True,
     num_steps: int | None = None,
     num_particles: int = 16,
     learning_rate: float = 3e-3,
@@ -136,7 +165,11 @@ def fit_guide(
 
     What it decides, each overridable:
 
-    * the guide: :func:`default_guide` (an IAF behind a full affine layer);
+    * the guide: :func:`default_guide` (an IAF behind a full affine layer), or, where
+      the posterior has several separated modes, an
+      :class:`~numpyro_flows.AutoFlowMixture` with one flow per mode trained with
+      :class:`~numpyro_flows.StratifiedELBO` (one flow trained by the ELBO keeps one mode
+      and drops the rest; the modes are found first by :func:`~numpyro_flows.find_modes`);
     * the model's geometry: with ``reparam=True``, hierarchical location-scale sites
       (``theta ~ Normal(mu, tau)`` with ``mu`` or ``tau`` latent) get a learned degree
       of non-centring (:mod:`numpyro_flows.reparam`), trained with the guide;
@@ -158,6 +191,12 @@ def fit_guide(
             or NumPyro's), used with its own model as it is.
         reparam: learn the non-centring of hierarchical sites (ignored for a guide
             instance, which is bound to its model already).
+        modes: with the default guide: ``True`` looks for separated modes
+            (:func:`~numpyro_flows.find_modes`, up to ``FULL_AFFINE_MAX_DIM`` latent values)
+            and fits a mixture of flows where it finds two or more; ``False`` always fits
+            one flow (e.g. for NeuTra, which needs one); or the
+            :class:`~numpyro_flows.modes.Modes` of an earlier search on the same model
+            (after ``reparam``: ``fit.modes``).
         num_steps: a fixed number of steps with a cosine-decayed learning rate
             (``learning_rate`` to ``learning_rate / 100``). Default ``None``: the
             loss-driven schedule of the module docstring.
@@ -171,7 +210,9 @@ def fit_guide(
             the flow far away). Steps with a non-finite loss or gradient are skipped; a
             chunk with more than ``MAX_SKIPPED_FRACTION`` of them is undone and retried with
             a tenth of the learning rate (``MAX_RESTARTS`` times), then it is an error.
-        loss: an ELBO (default ``Trace_ELBO(num_particles)``).
+        loss: an ELBO (default ``Trace_ELBO(num_particles)``; for a mixture,
+            ``StratifiedELBO`` with ``num_particles / K`` draws per component, at least
+            ``MIN_STRATUM_PARTICLES``).
         khat_samples: guide draws for the final PSIS k-hat (0 skips it).
         progress_bar: show progress (steps, loss, learning rate).
 
@@ -188,13 +229,22 @@ def fit_guide(
     model_args, model_kwargs = check_model_data(model_args, model_kwargs)
     if not callable(model):
         raise TypeError(f"model must be a NumPyro model (a callable), got {type(model).__name__}.")
+    found = None
+    key_modes = jax.random.fold_in(rng_key, 1)  # leaves the training keys as they were
     if isinstance(guide, AutoContinuous):
         model = guide.model
     else:
         latent_size = check_latent_sites(model, model_args, model_kwargs)
         if reparam:
             model = non_centred(model, *model_args, **model_kwargs)
-        guide = default_guide(model, latent_size) if guide is None else _build_guide(guide, model)
+        if guide is None:
+            found = _search_modes(key_modes, modes, model, latent_size, model_args, model_kwargs)
+            if found is not None and found.num_modes > 1:
+                guide = AutoFlowMixture(model, modes=found, affine=_affine_for(latent_size))
+            else:
+                guide = default_guide(model, latent_size)
+        else:
+            guide = _build_guide(guide, model)
     _check_positive_int("num_particles", num_particles)
     _check_positive_int("chunk_size", chunk_size)
     _check_positive_int("max_steps", max_steps)
@@ -212,6 +262,9 @@ def fit_guide(
     else:
         schedule = optax.cosine_decay_schedule(learning_rate, num_steps, 0.01)
         optimizer = _clipped_adam(schedule, clip_norm)
+    if loss is None and isinstance(guide, AutoFlowMixture) and found is not None:
+        per_component = -(-num_particles // found.num_modes)
+        loss = StratifiedELBO(max(per_component, MIN_STRATUM_PARTICLES))
     loss = Trace_ELBO(num_particles=num_particles) if loss is None else loss
     svi = SVI(model, guide, optimizer, loss)
     try:
@@ -291,6 +344,7 @@ def fit_guide(
         num_particles=num_particles,
         learning_rates=np.concatenate(rates),
         seconds=time.perf_counter() - start,
+        modes=found,
     )
 
 

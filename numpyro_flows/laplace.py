@@ -41,8 +41,8 @@ class LaplaceResult(NamedTuple):
     grad_norm: float
 
 
-def _minimise(potential, z0, max_iterations: int, tolerance: float):
-    solver = optax.lbfgs()
+def _minimise(potential, z0, max_iterations: int, tolerance: float, solver=None):
+    solver = optax.lbfgs() if solver is None else solver
     value_and_grad = optax.value_and_grad_from_state(potential)
 
     def step(carry):

@@ -40,6 +40,8 @@ from numpyro_flows.bijections import (
     Scan,
 )
 from numpyro_flows.bijections.batchnorm import batch_statistics
+from numpyro_flows.bijections.bnaf import BlockNeuralAutoregressive
+from numpyro_flows.bijections.bnaf import init_params as bnaf_init_params
 from numpyro_flows.nn import MADE, MLP, default_hidden_dims
 
 
@@ -193,6 +195,70 @@ class ElementwiseLayer(Layer):
     def build(self, params, context=None, state=None, training=False):
         _no_context(self, context)
         return Elementwise(self.transformer, params)
+
+
+@dataclass(frozen=True)
+class BNAFLayer(Layer):
+    """A :class:`~numpyro_flows.bijections.BlockNeuralAutoregressive` bijection (BNAF).
+
+    Starts as the identity. A context (``context_dim > 0``) enters the first layer's
+    pre-activations through weights that start at zero.
+
+    Args:
+        hidden_factors: hidden units per dimension of each hidden layer (NumPyro's
+            ``hidden_factors``).
+        residual: ``None`` or ``"gated"`` (``g f(x) + (1 - g) x``, a learnable ``g``).
+    """
+
+    hidden_factors: tuple[int, ...] = (8, 8)
+    residual: str | None = None
+
+    def __post_init__(self):
+        factors = tuple(self.hidden_factors)
+        if not factors or any(int(f) != f or f < 1 for f in factors):
+            raise ValueError(
+                f"hidden_factors must be a non-empty sequence of positive integers (hidden "
+                f"units per dimension of each hidden layer), got {self.hidden_factors!r}."
+            )
+        if self.residual not in (None, "gated"):
+            raise ValueError(f"residual must be None or 'gated', got {self.residual!r}.")
+        object.__setattr__(self, "hidden_factors", tuple(int(f) for f in factors))
+
+    def init(self, rng_key, dim, context_dim=0, dtype=None):
+        return bnaf_init_params(
+            rng_key, dim, self.hidden_factors, context_dim, self.residual, dtype
+        )
+
+    def event_size(self, params):
+        return params["weights"][-1].shape[-1]
+
+    def build(self, params, context=None, state=None, training=False):
+        _check_context(self, params, context)
+        return BlockNeuralAutoregressive(params, self.hidden_factors, self.residual, context)
+
+
+@dataclass(frozen=True)
+class ReversedLayer(Layer):
+    """Another layer conjugated by the reversal of the event axis: ``y = R f(R x)``.
+
+    Continues the alternating variable order of a ``Repeat`` (``permutation="reverse"``)
+    in a layer that follows it; identity at init when the wrapped layer is.
+    """
+
+    layer: Layer
+
+    def init(self, rng_key, dim, context_dim=0, dtype=None):
+        return self.layer.init(rng_key, dim, context_dim, dtype)
+
+    def init_state(self, dim, dtype=None):
+        return self.layer.init_state(dim, dtype)
+
+    def event_size(self, params):
+        return self.layer.event_size(params)
+
+    def build(self, params, context=None, state=None, training=False):
+        bijection = self.layer.build(params, context, state, training)
+        return Permuted(bijection, np.arange(self.event_size(params))[::-1].astype(np.int32))
 
 
 @dataclass(frozen=True)
@@ -463,6 +529,7 @@ class Repeat(Layer):
 __all__ = [
     "ActNormLayer",
     "AutoregressiveLayer",
+    "BNAFLayer",
     "BatchNormLayer",
     "CouplingLayer",
     "ElementwiseLayer",
@@ -472,5 +539,6 @@ __all__ = [
     "PlanarLayer",
     "RadialLayer",
     "Repeat",
+    "ReversedLayer",
     "Sequential",
 ]

@@ -152,6 +152,8 @@ def neutra_nuts(
             f"{khat_samples}."
         )
     _ensure_setup(guide, args, kwargs)
+    # First: a guide with no transport map (a mixture of flows) fails here, not after PSIS.
+    reparam = neutra_reparam(guide, params)
     key_khat, key_mcmc = jax.random.split(rng_key)
     khat = None
     if khat_samples:
@@ -166,7 +168,6 @@ def neutra_nuts(
                 RunReportWarning,
                 stacklevel=2,
             )
-    reparam = neutra_reparam(guide, params)
     model = reparam.reparam(model_with_fitted_params(guide, params))
     mcmc = MCMC(
         NUTS(model, **{**NUTS_DEFAULTS, **(nuts_kwargs or {})}),

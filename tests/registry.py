@@ -11,6 +11,7 @@ from numpyro_flows.layers import (
     ActNormLayer,
     AutoregressiveLayer,
     BatchNormLayer,
+    BNAFLayer,
     CouplingLayer,
     ElementwiseLayer,
     InvertLayer,
@@ -31,12 +32,14 @@ FACTORIES = {
     "planar": flows.planar,
     "radial": flows.radial,
     "glow": flows.glow,
+    "bnaf": flows.bnaf,
 }
 
 # Options of the factories that change the structure, checked at one size.
 VARIANTS = {
     "neural_spline_maf": partial(flows.neural_spline, invert=True),
     "maf_batch_norm": partial(flows.maf, batch_norm=True),
+    "bnaf_deep": partial(flows.bnaf, num_flows=3, hidden_factors=(4,)),
     "realnvp_batch_norm": partial(flows.realnvp, batch_norm=True),
     "neural_spline_no_affine": partial(flows.neural_spline, affine=False),
 }
@@ -60,6 +63,7 @@ LAYERS = {
     "actnorm": (ActNormLayer(), False),
     "lu_linear": (LULinearLayer(), False),
     "batchnorm": (BatchNormLayer(), False),
+    "bnaf_gated": (BNAFLayer((4,), residual="gated"), True),
     "chain": (Sequential((ActNormLayer(), LULinearLayer())), False),
     "scan_random_permutation": (
         Repeat(AutoregressiveLayer(Affine()), 3, permutation="random"),

@@ -12,6 +12,7 @@ from numpyro_flows.bijections.affine import Affine
 from numpyro_flows.bijections.autoregressive import MaskedAutoregressive
 from numpyro_flows.bijections.base import Bijection, Chain, Invert, Permuted, Scan
 from numpyro_flows.bijections.batchnorm import BatchNorm
+from numpyro_flows.bijections.bnaf import BlockNeuralAutoregressive
 from numpyro_flows.bijections.composed import ComposedTransformer
 from numpyro_flows.bijections.coupling import Coupling
 from numpyro_flows.bijections.elementwise import Elementwise
@@ -27,6 +28,7 @@ __all__ = [
     "Affine",
     "BatchNorm",
     "Bijection",
+    "BlockNeuralAutoregressive",
     "Chain",
     "ComposedTransformer",
     "Coupling",
