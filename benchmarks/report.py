@@ -123,6 +123,18 @@ def modes_section(p) -> str:
                 f"{_fmt(r['min_share'], 2)} | {_fmt(r['max_share'], 2)} | "
                 f"{_fmt(r['khat'], 2)} | {_fmt(r['seconds'], 1)} |"
             )
+    if p.get("bnaf_step_time"):
+        lines.append(
+            "\n**AutoBNAF step time** (µs per SVI step, 8 particles, same architecture as "
+            "NumPyro's `AutoBNAFNormal`, interleaved, medians)\n"
+        )
+        lines.append("| model, layers | AutoBNAF | numpyro.AutoBNAFNormal | ratio |")
+        lines.append("|---|---:|---:|---:|")
+        for name, r in p["bnaf_step_time"].items():
+            lines.append(
+                f"| {name} | {r['AutoBNAF']:.0f} | {r['numpyro.AutoBNAFNormal']:.0f} | "
+                f"{r['ratio']:.2f}× |"
+            )
     return "\n".join(lines) + "\n"
 
 
