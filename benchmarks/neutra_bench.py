@@ -59,15 +59,19 @@ def _metrics(samples: dict, stats: dict, seconds: float) -> dict:
     }
 
 
+def _sampler(warmup, draws, chains) -> dict:
+    """The chains' settings, the same for plain NUTS and NeuTra-NUTS."""
+    return {
+        "num_warmup": warmup,
+        "num_samples": draws,
+        "num_chains": chains,
+        "chain_method": "vectorized",
+        "progress_bar": False,
+    }
+
+
 def plain_nuts(model, warmup, draws, chains, seed) -> dict:
-    mcmc = MCMC(
-        NUTS(model),
-        num_warmup=warmup,
-        num_samples=draws,
-        num_chains=chains,
-        chain_method="vectorized",
-        progress_bar=False,
-    )
+    mcmc = MCMC(NUTS(model), **_sampler(warmup, draws, chains))
     t0 = time.perf_counter()
     mcmc.run(jax.random.key(seed), extra_fields=("diverging", "num_steps"))
     seconds = time.perf_counter() - t0
@@ -85,11 +89,7 @@ def neutra(model, setup: dict, warmup, draws, chains, seed, quick=False) -> dict
             jax.random.key(seed + 1),
             fit.guide,
             fit.params,
-            num_warmup=warmup,
-            num_samples=draws,
-            num_chains=chains,
-            chain_method="vectorized",
-            progress_bar=False,
+            **_sampler(warmup, draws, chains),
             khat_samples=0,
         )
         seconds = time.perf_counter() - t0

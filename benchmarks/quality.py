@@ -19,7 +19,7 @@ import jax
 import optax
 from numpyro.infer import Trace_ELBO
 
-from benchmarks.common import fit_svi, write_json
+from benchmarks.common import cosine_adam, fit_svi, write_json
 from benchmarks.guides import all_guides
 from benchmarks.models import MODELS, log_normaliser
 from benchmarks.speed import first_step_seconds, step_microseconds
@@ -28,7 +28,7 @@ from numpyro_flows.diagnostics import psis_diagnostic
 PARTICLES = 8
 RECIPES = {
     "adam3e-3": lambda steps: optax.adam(3e-3),
-    "cosine3e-3": lambda steps: optax.adam(optax.cosine_decay_schedule(3e-3, steps, 0.01)),
+    "cosine3e-3": lambda steps: cosine_adam(3e-3, 3e-5, steps),
 }
 
 

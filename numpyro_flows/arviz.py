@@ -30,10 +30,8 @@ from numpyro.infer.autoguide import AutoGuide
 from numpyro.infer.util import log_likelihood as numpyro_log_likelihood
 
 from numpyro_flows._arviz_import import import_arviz
+from numpyro_flows._guide_support import check_params, ensure_setup, require_continuous
 from numpyro_flows.diagnostics import (
-    _check_params,
-    _ensure_setup,
-    _require_continuous,
     constrained_draws,
     importance_log_ratios,
     khat_threshold,
@@ -141,13 +139,13 @@ def to_inference_data(
             "to_inference_data takes a trained guide (AutoFlow, AutoNeuralSpline, ... or a "
             f"NumPyro AutoContinuous) or a NeuTraResult, got {type(source).__name__}."
         )
-    _require_continuous(source)
+    require_continuous(source)
     if params is None:
         raise ValueError(
             "A guide needs its fitted parameters: to_inference_data(guide, params, *data, "
             "rng_key=...), with params = svi.get_params(state) or svi.run(...).params."
         )
-    _check_params(source, params)
+    check_params(source, params)
     if rng_key is None:
         raise ValueError(
             "A guide's draws need a random key: pass rng_key=jax.random.key(0) (any key)."
@@ -162,7 +160,7 @@ def to_inference_data(
 def _guide_to_inference_data(
     guide, params, args, kwargs, rng_key, num_samples, coords, dims, log_likelihood
 ):
-    _ensure_setup(guide, args, kwargs)
+    ensure_setup(guide, args, kwargs)
     model = model_with_fitted_params(guide, params)
     structure = _model_structure(model, args, kwargs)
     latent, log_p, log_q = importance_log_ratios(
@@ -184,19 +182,9 @@ def _guide_to_inference_data(
         "log_evidence": psis.log_evidence,
         "num_guide_draws": int(num_samples),
     }
-    log_lik = _log_likelihood_group(
-        log_likelihood, model, structure, posterior, args, kwargs, (1, num_samples)
-    )
-    return _build(
-        structure,
-        posterior,
-        sample_stats,
-        log_lik,
-        coords,
-        dims,
-        method=f"guide draws ({type(guide).__name__})",
-        stats_attrs=stats_attrs,
-    )
+    method = f"guide draws ({type(guide).__name__})"
+    draws = _Draws(posterior, sample_stats, stats_attrs, (1, num_samples), method)
+    return _build(draws, model, structure, args, kwargs, coords, dims, log_likelihood)
 
 
 # ---------------------------------------------------------------------- NeuTra
@@ -208,7 +196,7 @@ def _neutra_to_inference_data(result, coords, dims, log_likelihood):
         )
     # The model arguments the run was given (kept by neutra_nuts).
     args, kwargs = tuple(result.model_args), dict(result.model_kwargs)
-    _ensure_setup(guide, args, kwargs)
+    ensure_setup(guide, args, kwargs)
     model = model_with_fitted_params(guide, result.reparam.params)
     structure = _model_structure(model, args, kwargs)
     # The model's sites in the model's order; the shared latent is not one of them.
@@ -227,22 +215,24 @@ def _neutra_to_inference_data(result, coords, dims, log_likelihood):
         step_size = np.asarray(stats["step_size"]).reshape(num_chains, 1)
         sample_stats["step_size"] = np.broadcast_to(step_size, (num_chains, num_draws)).copy()
     stats_attrs = {} if result.khat is None else {"psis_khat": float(result.khat)}
-    log_lik = _log_likelihood_group(
-        log_likelihood, model, structure, posterior, args, kwargs, (num_chains, num_draws)
-    )
-    return _build(
-        structure,
-        posterior,
-        sample_stats,
-        log_lik,
-        coords,
-        dims,
-        method=f"NeuTra NUTS ({type(guide).__name__})",
-        stats_attrs=stats_attrs,
-    )
+    method = f"NeuTra NUTS ({type(guide).__name__})"
+    draws = _Draws(posterior, sample_stats, stats_attrs, (num_chains, num_draws), method)
+    return _build(draws, model, structure, args, kwargs, coords, dims, log_likelihood)
 
 
 # ---------------------------------------------------------------------- shared
+class _Draws(NamedTuple):
+    """The groups one source gives: ``posterior`` and ``sample_stats`` (arrays of shape
+    ``batch_shape + ...``, ``batch_shape = (chains, draws)``), the ``sample_stats`` attrs,
+    and how the draws were made (``method``)."""
+
+    posterior: dict
+    sample_stats: dict
+    stats_attrs: dict
+    batch_shape: tuple
+    method: str
+
+
 class _Structure(NamedTuple):
     """Site names, dims and observations of one trace of the model.
 
@@ -344,7 +334,12 @@ def _pointwise_log_likelihood(model, latents, observed, args, kwargs, batch_shap
     }
 
 
-def _build(structure, posterior, sample_stats, log_lik, coords, dims, *, method, stats_attrs):
+def _build(draws: _Draws, model, structure, args, kwargs, coords, dims, log_likelihood):
+    """The ``InferenceData``: the draws' groups, the pointwise log-likelihood (if wanted)
+    and the observations, with the plates' dims and the user's coords and dims."""
+    log_lik = _log_likelihood_group(
+        log_likelihood, model, structure, draws.posterior, args, kwargs, draws.batch_shape
+    )
     az = import_arviz()
     all_dims = {name: list(value) for name, value in structure.dims.items()}
     for name, value in (dims or {}).items():
@@ -353,17 +348,17 @@ def _build(structure, posterior, sample_stats, log_lik, coords, dims, *, method,
     attrs = {
         "inference_library": "numpyro",
         "inference_library_version": numpyro.__version__,
-        "method": method,
+        "method": draws.method,
     }
     return az.from_dict(
-        posterior=posterior,
-        sample_stats=sample_stats,
+        posterior=draws.posterior,
+        sample_stats=draws.sample_stats,
         log_likelihood=log_lik or None,
         observed_data=dict(structure.observed) or None,
         coords=coords,
         dims=all_dims,
         posterior_attrs=attrs,
-        sample_stats_attrs={**attrs, **stats_attrs},
+        sample_stats_attrs={**attrs, **draws.stats_attrs},
         log_likelihood_attrs=attrs,
     )
 

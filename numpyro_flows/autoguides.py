@@ -14,6 +14,10 @@ where ``init_loc_fn`` puts it, and the flow layers work in a standardised space.
 Everything NumPyro calls on an autoguide works: ``SVI``, ``Predictive``,
 ``sample_posterior``, ``median``, ``quantiles``, ``get_posterior``, ``get_transform`` and
 ``numpyro.infer.reparam.NeuTraReparam``.
+
+Constants: ``LAPLACE_KHAT_MAX`` (0.7), the PSIS k-hat below which ``warm_start="auto"``
+keeps a Laplace start; ``NUM_QUANTILE_SAMPLES`` (10 000), the Monte Carlo draws behind
+``median`` and ``quantiles``.
 """
 
 from __future__ import annotations
@@ -37,15 +41,15 @@ from numpyro.distributions.transforms import (
 from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.initialization import init_to_uniform
 
-from numpyro_flows import flows as _flows
-from numpyro_flows._sites import latent_sites, reject_discrete_latents
+from numpyro_flows import flows
+from numpyro_flows._guide_support import latent_sites, reject_discrete_latents
 from numpyro_flows.bijections import Chain
 from numpyro_flows.flows import Flow
 from numpyro_flows.laplace import laplace_approximation, laplace_khat
-from numpyro_flows.nn.common import ACTIVATIONS, _stax_layers
+from numpyro_flows.nn.common import activation_name
 
-AFFINES = ("diagonal", "full")
-WARM_STARTS = (None, "laplace", "auto")
+_AFFINES = ("diagonal", "full")
+_WARM_STARTS = (None, "laplace", "auto")
 
 # warm_start="auto" keeps a Laplace start only if its PSIS k-hat is below this.
 LAPLACE_KHAT_MAX = 0.7
@@ -102,17 +106,19 @@ class AutoFlow(AutoContinuous):
         warm_start: str | None = None,
         create_plates: Callable | None = None,
     ):
-        if not isinstance(flow, Flow):
+        # A preset whose architecture depends on the latent size makes its flow at set-up.
+        makes_own_flow = type(self)._make_flow is not AutoFlow._make_flow
+        if not isinstance(flow, Flow) and not (flow is None and makes_own_flow):
             raise TypeError(
                 f"flow must be a numpyro_flows Flow (e.g. numpyro_flows.flows.iaf()), got "
                 f"{type(flow).__name__}."
             )
         if not init_scale > 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale}.")
-        if affine not in AFFINES:
-            raise ValueError(f"affine must be one of {AFFINES}, got {affine!r}.")
-        if warm_start not in WARM_STARTS:
-            raise ValueError(f"warm_start must be one of {WARM_STARTS}, got {warm_start!r}.")
+        if affine not in _AFFINES:
+            raise ValueError(f"affine must be one of {_AFFINES}, got {affine!r}.")
+        if warm_start not in _WARM_STARTS:
+            raise ValueError(f"warm_start must be one of {_WARM_STARTS}, got {warm_start!r}.")
         self.flow = flow
         self.warm_start = warm_start
         self.laplace = None  # the LaplaceResult of a warm start, for inspection
@@ -122,18 +128,12 @@ class AutoFlow(AutoContinuous):
         self._latent_layout = None
         super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn, create_plates=create_plates)
 
-    # ------------------------------------------------------------------ configuration
-    def config(self) -> dict:
-        """Constructor arguments (besides model and init_loc_fn), for saving."""
-        return {
-            "flow": self.flow,
-            "prefix": self.prefix,
-            "init_scale": self._init_scale,
-            "affine": self.affine,
-            "warm_start": self.warm_start,
-        }
-
     # ------------------------------------------------------------------ set-up
+    def _make_flow(self) -> Flow:
+        """The flow, once the latent size (``self.latent_dim``) is known; a preset whose
+        architecture depends on the size overrides this and passes ``flow=None``."""
+        return self.flow
+
     def _setup_prototype(self, *args, **kwargs):
         # NumPyro would try to enumerate a discrete latent (and ask for funsor) before its
         # own check; find it first and say what to do.
@@ -144,6 +144,7 @@ class AutoFlow(AutoContinuous):
             if "local latent" in str(error):
                 raise ValueError(_local_latent_message(self)) from None
             raise
+        self.flow = self._make_flow()
         self._latent_layout = _latent_layout(self.prototype_trace, self._init_locs)
         if self.warm_start in ("laplace", "auto"):
             self._laplace_warm_start()
@@ -157,9 +158,7 @@ class AutoFlow(AutoContinuous):
                 "call svi.init outside jax.jit."
             )
 
-        def potential(z):
-            return self._potential_fn(self._unpack_latent(z))
-
+        potential = self._latent_potential()
         # Block: the guide runs inside SVI's trace handlers; the model's sites evaluated by
         # the optimiser must not be recorded there.
         with numpyro.handlers.block():
@@ -191,6 +190,15 @@ class AutoFlow(AutoContinuous):
         # jittered by more than its own width.
         self.frame = (result.loc, result.scale_tril)
 
+    def _latent_potential(self):
+        """The model's potential energy as a function of the unconstrained latent vector
+        (a new function each call: jit caches static functions by identity)."""
+
+        def potential(z):
+            return self._potential_fn(self._unpack_latent(z))
+
+        return potential
+
     # ------------------------------------------------------------------ the posterior
     def _flow_params(self):
         dim = self.latent_dim
@@ -199,29 +207,42 @@ class AutoFlow(AutoContinuous):
             f"{self.prefix}_flow", lambda key: self.flow.init(key, dim, dtype=dtype)
         )
 
-    def _affine(self):
-        """The learnable affine layer (and the fixed warm-start frame after it)."""
-        dtype = jnp.result_type(self._init_latent)
-        dim = self.latent_dim
-        if self.frame is None:
-            init_loc, init_scale = self._init_latent, self._init_scale
-        else:
-            init_loc, init_scale = jnp.zeros(dim, dtype), 1.0
+    def _affine_params(self, init_loc, init_scale: float):
+        """``(loc, scale)`` of the learnable affine layer, starting at ``init_loc`` and
+        ``init_scale * I``: ``scale`` is lower-triangular for ``affine="full"``, a vector
+        otherwise. Leading axes of ``init_loc`` give one layer each (mixture components)."""
+        dtype = jnp.result_type(init_loc)
+        shape = jnp.shape(init_loc)
         loc = numpyro.param(f"{self.prefix}_loc", init_loc)
         if self.affine == "full":
-            scale_tril = numpyro.param(
+            identity = jnp.identity(shape[-1], dtype) * init_scale
+            scale = numpyro.param(
                 f"{self.prefix}_scale_tril",
-                jnp.identity(dim, dtype) * init_scale,
+                jnp.broadcast_to(identity, shape + shape[-1:]),
                 constraint=constraints.scaled_unit_lower_cholesky,
             )
-            layers = [LowerCholeskyAffine(loc, scale_tril)]
         else:
             scale = numpyro.param(
                 f"{self.prefix}_scale",
-                jnp.full(dim, init_scale, dtype),
+                jnp.full(shape, init_scale, dtype),
                 constraint=constraints.softplus_positive,
             )
-            layers = [IndependentTransform(AffineTransform(loc, scale), 1)]
+        return loc, scale
+
+    def _affine_transform(self, loc, scale):
+        """The affine layer for ``(loc, scale)`` from :meth:`_affine_params`."""
+        if self.affine == "full":
+            return LowerCholeskyAffine(loc, scale)
+        return IndependentTransform(AffineTransform(loc, scale), 1)
+
+    def _affine(self):
+        """The learnable affine layer (and the fixed warm-start frame after it)."""
+        dtype = jnp.result_type(self._init_latent)
+        if self.frame is None:
+            init_loc, init_scale = self._init_latent, self._init_scale
+        else:
+            init_loc, init_scale = jnp.zeros(self.latent_dim, dtype), 1.0
+        layers = [self._affine_transform(*self._affine_params(init_loc, init_scale))]
         if self.frame is not None:
             frame_loc, frame_tril = (jnp.asarray(a, dtype) for a in self.frame)
             layers.append(LowerCholeskyAffine(frame_loc, frame_tril))
@@ -292,7 +313,7 @@ class AutoFlow(AutoContinuous):
         self.latent_dim = sum(
             int(np.prod(entry["unconstrained_shape"])) for entry in layout.values()
         )
-        self._init_latent = jnp.zeros(self.latent_dim, layout_dtype(layout))
+        self._init_latent = jnp.zeros(self.latent_dim, _layout_dtype(layout))
         self._unpack_latent = _layout_unpacker(layout)
 
     def sample_posterior(self, rng_key, params, *args, sample_shape=(), **kwargs):
@@ -307,29 +328,25 @@ class AutoIAF(AutoFlow):
 
     ``num_flows``, ``hidden_dims``, ``skip_connections`` and ``nonlinearity`` mean what
     they mean for :class:`numpyro.infer.autoguide.AutoIAFNormal` (``hidden_dims=None``
-    is ``[latent_dim, latent_dim]`` there and here), so switching is a change of class
-    name. On top of that the guide honours ``init_loc_fn`` and has an affine layer
-    (``affine``, ``init_scale``); the log-scale of each layer is bounded smoothly instead
-    of clipped.
+    is ``[latent_dim, latent_dim]`` there and here, worked out when the guide first meets
+    the model), so switching is a change of class name. On top of that the guide honours
+    ``init_loc_fn`` and has an affine layer (``affine``, ``init_scale``); the log-scale of
+    each layer is bounded smoothly instead of clipped.
 
     The defaults are NumPyro's, so that the two can be compared like for like; that
     includes starting at scale 1 (``init_scale=1.0``; ``AutoIAFNormal``'s base is a
     standard normal), where the other guides start at ``0.1`` as ``AutoNormal`` does.
-    Measured in ``benchmarks/`` (2 CPU cores, 2026-11-26): an SVI step takes 0.66-0.93x
-    the time of ``AutoIAFNormal``'s on four models, and the first step of a 32-layer guide
-    compiles in 0.48x its time (layers run under ``lax.scan``). Starting at scale 1
-    rather than 0.1, NeuTra-NUTS on the 10-D funnel went from 0.014-0.023 to 0.097-0.123
-    min-ESS per gradient (two seeds; ``AutoIAFNormal`` 0.103-0.111), and the
-    non-centred eight schools of posteriordb from a miss (worst mean error 0.12 sd) to a
-    pass (0.035 sd). Two changes we measured to pay off:
+    Starting at scale 1 also paid off for NeuTra on a funnel and on posteriordb's
+    non-centred eight schools; the layers run under ``lax.scan``, so a deep guide compiles
+    once per layer type, not once per layer. Two changes measured to pay off:
 
     * for NeuTra on a funnel (eight schools, centred), ``hidden_dims=[32, 32]``,
-      ``affine="full"`` and ``init_scale=0.1``, trained 20 000 steps with 16 particles,
-      then NUTS with ``target_accept_prob=0.99``: 14-18x the min-ESS per gradient of
-      plain NUTS and no divergences (four runs; one run at ``init_scale=1.0``: 18x, one
-      divergence);
+      ``affine="full"`` and ``init_scale=0.1``, trained long with 16 particles, then NUTS
+      with ``target_accept_prob=0.99``;
     * for regressions with correlated, badly scaled coefficients, ``affine="full"`` and
-      ``warm_start="laplace"`` (see ``benchmarks/RESULTS.md``, posteriordb section).
+      ``warm_start="laplace"``.
+
+    The measurements, with their dates, are on the Benchmarks page ("Guide defaults").
 
     Args:
         model: a NumPyro model.
@@ -338,73 +355,161 @@ class AutoIAF(AutoFlow):
         skip_connections: skip connections in each MADE.
         nonlinearity: activation: NumPyro's ``stax.Elu`` (default) etc., a name or callable.
         init_scale: initial scale of the affine layer (default 1.0, see above).
-        prefix, init_loc_fn, affine, warm_start, create_plates: see :class:`AutoFlow`.
+        **kwargs: passed to :class:`AutoFlow`: ``prefix``, ``init_loc_fn``, ``affine``,
+            ``warm_start``, ``create_plates``.
     """
 
     def __init__(
         self,
         model: Callable | None,
         *,
-        prefix: str = "auto",
-        init_loc_fn: Callable = init_to_uniform,
         num_flows: int = 3,
         hidden_dims: Sequence[int] | None = None,
         skip_connections: bool = False,
         nonlinearity: str | Callable | tuple = stax.Elu,
         init_scale: float = 1.0,
-        affine: str = "diagonal",
-        warm_start: str | None = None,
-        create_plates: Callable | None = None,
+        **kwargs,
+    ):
+        if int(num_flows) < 1:
+            raise ValueError(f"num_flows must be a positive integer, got {num_flows}.")
+        self.num_flows = num_flows
+        self.hidden_dims = None if hidden_dims is None else tuple(hidden_dims)
+        self.skip_connections = skip_connections
+        self.nonlinearity = activation_name(nonlinearity)
+        super().__init__(model, flow=None, init_scale=init_scale, **kwargs)
+
+    def _make_flow(self) -> Flow:
+        # NumPyro's default hidden width depends on the latent dimension.
+        return flows.iaf(
+            self.num_flows,
+            self.hidden_dims or (self.latent_dim, self.latent_dim),
+            skip_connections=self.skip_connections,
+            nonlinearity=self.nonlinearity,
+        )
+
+
+class AutoRealNVP(AutoFlow):
+    """RealNVP (affine coupling) guide.
+
+    Args:
+        model: a NumPyro model.
+        num_flows: number of coupling layers (halves alternate).
+        hidden_dims: MLP hidden widths (default two layers of ``max(2 D, 16)``).
+        nonlinearity: activation name or callable.
+        **kwargs: passed to :class:`AutoFlow`: ``prefix``, ``init_loc_fn``,
+            ``init_scale``, ``affine``, ``warm_start``, ``create_plates``.
+    """
+
+    def __init__(
+        self,
+        model: Callable | None,
+        *,
+        num_flows: int = 4,
+        hidden_dims: Sequence[int] | None = None,
+        nonlinearity: str | Callable = "elu",
+        **kwargs,
     ):
         self.num_flows = num_flows
-        self._iaf_args = {
-            "num_flows": num_flows,
-            "hidden_dims": None if hidden_dims is None else tuple(hidden_dims),
-            "skip_connections": skip_connections,
-            "nonlinearity": activation_name(nonlinearity),
-        }
-        super().__init__(
-            model,
-            flow=_flows.iaf(num_flows, nonlinearity=self._iaf_args["nonlinearity"]),
-            prefix=prefix,
-            init_loc_fn=init_loc_fn,
-            init_scale=init_scale,
-            affine=affine,
-            warm_start=warm_start,
-            create_plates=create_plates,
+        flow = flows.realnvp(num_flows, hidden_dims, nonlinearity=activation_name(nonlinearity))
+        super().__init__(model, flow=flow, **kwargs)
+
+
+class AutoNeuralSpline(AutoFlow):
+    """Neural spline flow guide (rational-quadratic splines, identity tails).
+
+    Autoregressive by default (parallel in the sampling direction, like an IAF);
+    ``coupling=True`` gives the coupling form. Each spline is followed by a conditional
+    affine map, whose scale carries funnels and scale mixtures.
+
+    The defaults are what trained best on a 10-D Neal's funnel in the time NumPyro's
+    ``AutoIAFNormal`` takes for 10 000 steps: a single autoregressive layer (each extra
+    layer costs steps the budget does not have) whose affine log-scale lies in
+    ``(-8, 6)``, wider than the ``(-5, 3)`` of NumPyro's IAF, since the funnel's neck and
+    mouth need scales of ``e^±4.5`` and more. Coupling layers transform half the
+    variables each, so the coupling form defaults to three. The measurements, with their
+    dates, are on the Benchmarks page ("Guide defaults").
+
+    Args:
+        model: a NumPyro model.
+        num_flows: number of spline layers (default 1 autoregressive, 3 coupling).
+        hidden_dims: conditioner hidden widths (default two layers of ``max(2 D, 16)``).
+        num_bins: spline bins per dimension.
+        bound: splines act on ``[-bound, bound]`` of the standardised space.
+        coupling: coupling layers instead of autoregressive ones.
+        nonlinearity: activation name or callable.
+        log_scale_bound: ``(low, high)`` of each affine part's log-scale.
+        **kwargs: passed to :class:`AutoFlow`: ``prefix``, ``init_loc_fn``,
+            ``init_scale``, ``affine``, ``warm_start``, ``create_plates``.
+    """
+
+    def __init__(
+        self,
+        model: Callable | None,
+        *,
+        num_flows: int | None = None,
+        hidden_dims: Sequence[int] | None = None,
+        num_bins: int = 8,
+        bound: float = 5.0,
+        coupling: bool = False,
+        nonlinearity: str | Callable = "elu",
+        log_scale_bound: float | tuple[float, float] = (-8.0, 6.0),
+        **kwargs,
+    ):
+        if num_flows is None:
+            num_flows = 3 if coupling else 1
+        self.num_flows = num_flows
+        flow = flows.neural_spline(
+            num_flows,
+            hidden_dims,
+            num_bins=num_bins,
+            bound=bound,
+            coupling=coupling,
+            nonlinearity=activation_name(nonlinearity),
+            log_scale_bound=log_scale_bound,
         )
-
-    def _setup_prototype(self, *args, **kwargs):
-        super()._setup_prototype(*args, **kwargs)
-        self._build_flow()
-
-    def _build_flow(self):
-        # NumPyro's default hidden width depends on the latent dimension.
-        a = self._iaf_args
-        hidden = a["hidden_dims"] or (self.latent_dim, self.latent_dim)
-        self.flow = _flows.iaf(
-            a["num_flows"],
-            hidden,
-            skip_connections=a["skip_connections"],
-            nonlinearity=a["nonlinearity"],
-        )
-
-    def config(self):
-        return {**super().config(), **self._iaf_args}
+        super().__init__(model, flow=flow, **kwargs)
 
 
-def activation_name(activation):
-    """The name of a known activation (a name, a jax function or a stax layer), or the
-    activation itself, so that configs stay picklable."""
-    if isinstance(activation, str):
-        return activation
-    for name, layer in _stax_layers().items():
-        if activation is layer:
-            return name
-    for name, fn in ACTIVATIONS.items():
-        if activation is fn:
-            return name
-    return activation
+class AutoBNAF(AutoFlow):
+    """Block neural autoregressive flow guide, taking NumPyro ``AutoBNAFNormal``'s arguments.
+
+    De Cao et al. (2019), https://arxiv.org/abs/1904.04676; the flow is
+    :func:`numpyro_flows.flows.bnaf`. ``num_flows`` and ``hidden_factors`` mean what they
+    mean for :class:`numpyro.infer.autoguide.AutoBNAFNormal`, with its defaults (one
+    layer, two hidden layers of 8 units per latent dimension; a reversed variable order
+    and a gated residual between layers), so switching is a change of class name and the
+    two compare like for like. On top of that the guide honours ``init_loc_fn`` (an
+    affine layer centred there, the BNAF starting at the identity), maps onto all of
+    ``R^D`` (the activation is a leaky ``tanh``, not ``tanh``, whose range is bounded),
+    and works for a single latent dimension.
+
+    ``init_scale`` defaults to 1.0, as for :class:`AutoIAF`: ``AutoBNAFNormal`` pushes a
+    standard normal through its flow, so scale 1 keeps the comparison like for like
+    (``AutoNormal``'s 0.1 is the other presets' choice).
+
+    Args:
+        model: a NumPyro model.
+        num_flows: number of BNAF layers (default 1, as NumPyro).
+        hidden_factors: hidden units per latent dimension of each hidden layer (default
+            ``[8, 8]``, as NumPyro).
+        init_scale: initial scale of the affine layer (default 1.0, see above).
+        **kwargs: passed to :class:`AutoFlow`: ``prefix``, ``init_loc_fn``, ``affine``,
+            ``warm_start``, ``create_plates``.
+    """
+
+    def __init__(
+        self,
+        model: Callable | None,
+        *,
+        num_flows: int = 1,
+        hidden_factors: Sequence[int] = (8, 8),
+        init_scale: float = 1.0,
+        **kwargs,
+    ):
+        self.num_flows = num_flows
+        self.hidden_factors = tuple(hidden_factors)
+        flow = flows.bnaf(num_flows, self.hidden_factors)
+        super().__init__(model, flow=flow, init_scale=init_scale, **kwargs)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -459,7 +564,7 @@ def _latent_layout(prototype_trace, init_locs) -> dict:
     return layout
 
 
-def layout_dtype(layout):
+def _layout_dtype(layout):
     dtypes = [entry["dtype"] for entry in layout.values()]
     return jnp.result_type(*dtypes) if dtypes else jnp.zeros(()).dtype
 
@@ -504,165 +609,12 @@ def _picklable_or_none(obj):
     return obj
 
 
-class AutoRealNVP(AutoFlow):
-    """RealNVP (affine coupling) guide.
-
-    Args:
-        model: a NumPyro model.
-        num_flows: number of coupling layers (halves alternate).
-        hidden_dims: MLP hidden widths (default two layers of ``max(2 D, 16)``).
-        nonlinearity: activation name or callable.
-        prefix, init_loc_fn, init_scale, affine, warm_start, create_plates: see
-            :class:`AutoFlow`.
-    """
-
-    def __init__(
-        self,
-        model: Callable | None,
-        *,
-        prefix: str = "auto",
-        init_loc_fn: Callable = init_to_uniform,
-        num_flows: int = 4,
-        hidden_dims: Sequence[int] | None = None,
-        nonlinearity: str | Callable = "elu",
-        init_scale: float = 0.1,
-        affine: str = "diagonal",
-        warm_start: str | None = None,
-        create_plates: Callable | None = None,
-    ):
-        self.num_flows = num_flows
-        flow = _flows.realnvp(num_flows, hidden_dims, nonlinearity=activation_name(nonlinearity))
-        super().__init__(
-            model,
-            flow=flow,
-            prefix=prefix,
-            init_loc_fn=init_loc_fn,
-            init_scale=init_scale,
-            affine=affine,
-            warm_start=warm_start,
-            create_plates=create_plates,
-        )
-
-
-class AutoNeuralSpline(AutoFlow):
-    """Neural spline flow guide (rational-quadratic splines, identity tails).
-
-    Autoregressive by default (parallel in the sampling direction, like an IAF);
-    ``coupling=True`` gives the coupling form. Each spline is followed by a conditional
-    affine map, whose scale carries funnels and scale mixtures.
-
-    The defaults come from ``benchmarks/`` (10-D Neal's funnel, 8 particles, Adam with
-    cosine decay from 3e-3, trained for the wall-clock time NumPyro's ``AutoIAFNormal``
-    takes for 10 000 steps; two seeds, 2 CPU cores, 2026-11-26): one autoregressive layer
-    with the affine log-scale in ``(-8, 6)`` reached KL(q||p) 0.057-0.072; three layers
-    with the same bounds 0.14-0.17 (a layer costs steps), and one layer with the tighter
-    ``(-5, 3)`` of NumPyro's IAF 0.15-0.17 (the funnel's neck and mouth need scales
-    ``e^±4.5`` and more). Coupling layers transform half the variables each, so the
-    coupling form defaults to three.
-
-    Args:
-        model: a NumPyro model.
-        num_flows: number of spline layers (default 1 autoregressive, 3 coupling).
-        hidden_dims: conditioner hidden widths (default two layers of ``max(2 D, 16)``).
-        num_bins: spline bins per dimension.
-        bound: splines act on ``[-bound, bound]`` of the standardised space.
-        coupling: coupling layers instead of autoregressive ones.
-        nonlinearity: activation name or callable.
-        log_scale_bound: ``(low, high)`` of each affine part's log-scale.
-        prefix, init_loc_fn, init_scale, affine, warm_start, create_plates: see
-            :class:`AutoFlow`.
-    """
-
-    def __init__(
-        self,
-        model: Callable | None,
-        *,
-        prefix: str = "auto",
-        init_loc_fn: Callable = init_to_uniform,
-        num_flows: int | None = None,
-        hidden_dims: Sequence[int] | None = None,
-        num_bins: int = 8,
-        bound: float = 5.0,
-        coupling: bool = False,
-        nonlinearity: str | Callable = "elu",
-        log_scale_bound: float | tuple[float, float] = (-8.0, 6.0),
-        init_scale: float = 0.1,
-        affine: str = "diagonal",
-        warm_start: str | None = None,
-        create_plates: Callable | None = None,
-    ):
-        if num_flows is None:
-            num_flows = 3 if coupling else 1
-        self.num_flows = num_flows
-        flow = _flows.neural_spline(
-            num_flows,
-            hidden_dims,
-            num_bins=num_bins,
-            bound=bound,
-            coupling=coupling,
-            nonlinearity=activation_name(nonlinearity),
-            log_scale_bound=log_scale_bound,
-        )
-        super().__init__(
-            model,
-            flow=flow,
-            prefix=prefix,
-            init_loc_fn=init_loc_fn,
-            init_scale=init_scale,
-            affine=affine,
-            warm_start=warm_start,
-            create_plates=create_plates,
-        )
-
-
-class AutoBNAF(AutoFlow):
-    """Block neural autoregressive flow guide, taking NumPyro ``AutoBNAFNormal``'s arguments.
-
-    De Cao et al. (2019), https://arxiv.org/abs/1904.04676; the flow is
-    :func:`numpyro_flows.flows.bnaf`. ``num_flows`` and ``hidden_factors`` mean what they
-    mean for :class:`numpyro.infer.autoguide.AutoBNAFNormal`, with its defaults (one
-    layer, two hidden layers of 8 units per latent dimension; a reversed variable order
-    and a gated residual between layers), so switching is a change of class name and the
-    two compare like for like. On top of that the guide honours ``init_loc_fn`` (an
-    affine layer centred there, the BNAF starting at the identity), maps onto all of
-    ``R^D`` (the activation is a leaky ``tanh``, not ``tanh``, whose range is bounded),
-    and works for a single latent dimension.
-
-    ``init_scale`` defaults to 1.0, as for :class:`AutoIAF`: ``AutoBNAFNormal`` pushes a
-    standard normal through its flow, so scale 1 keeps the comparison like for like
-    (``AutoNormal``'s 0.1 is the other presets' choice).
-
-    Args:
-        model: a NumPyro model.
-        num_flows: number of BNAF layers (default 1, as NumPyro).
-        hidden_factors: hidden units per latent dimension of each hidden layer (default
-            ``[8, 8]``, as NumPyro).
-        init_scale: initial scale of the affine layer (default 1.0, see above).
-        prefix, init_loc_fn, affine, warm_start, create_plates: see :class:`AutoFlow`.
-    """
-
-    def __init__(
-        self,
-        model: Callable | None,
-        *,
-        prefix: str = "auto",
-        init_loc_fn: Callable = init_to_uniform,
-        num_flows: int = 1,
-        hidden_factors: Sequence[int] = (8, 8),
-        init_scale: float = 1.0,
-        affine: str = "diagonal",
-        warm_start: str | None = None,
-        create_plates: Callable | None = None,
-    ):
-        self.num_flows = num_flows
-        self.hidden_factors = tuple(hidden_factors)
-        super().__init__(
-            model,
-            flow=_flows.bnaf(num_flows, self.hidden_factors),
-            prefix=prefix,
-            init_loc_fn=init_loc_fn,
-            init_scale=init_scale,
-            affine=affine,
-            warm_start=warm_start,
-            create_plates=create_plates,
-        )
+__all__ = [
+    "LAPLACE_KHAT_MAX",
+    "NUM_QUANTILE_SAMPLES",
+    "AutoBNAF",
+    "AutoFlow",
+    "AutoIAF",
+    "AutoNeuralSpline",
+    "AutoRealNVP",
+]

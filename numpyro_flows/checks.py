@@ -129,54 +129,65 @@ def _check_list(value: list, where: str):
     return [_check(v, f"{where}[{i}]") for i, v in enumerate(value)]
 
 
-def _first(where: str, array: np.ndarray, mask: np.ndarray) -> tuple[str, tuple, str]:
-    """``(name[index] of the first hit, its index, " (and N more)" or "")``."""
+def _refuse_any(where: str, array: np.ndarray, mask: np.ndarray, message) -> None:
+    """Raises ``ValueError(message(name, index, more))`` if ``mask`` has a hit: ``name`` is
+    ``where[index]`` of the first, ``more`` is ``" (and N more)"`` or ``""``."""
+    if not mask.any():
+        return
     index = tuple(int(i) for i in np.argwhere(mask)[0]) if array.ndim else ()
-    text = where + (f"[{', '.join(map(str, index))}]" if index else "")
+    name = where + (f"[{', '.join(map(str, index))}]" if index else "")
     count = int(np.sum(mask))
-    return text, index, (f" (and {count - 1} more)" if count > 1 else "")
+    raise ValueError(message(name, index, f" (and {count - 1} more)" if count > 1 else ""))
 
 
 def _check_values(array: np.ndarray, where: str) -> None:
     if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating):
         values = np.asarray(array, np.complex128 if np.iscomplexobj(array) else np.float64)
-        nan = np.isnan(values)
-        if nan.any():
-            name, _, more = _first(where, array, nan)
-            raise ValueError(
+        _refuse_any(
+            where,
+            array,
+            np.isnan(values),
+            lambda name, _, more: (
                 f"model data {name} is NaN{more}, a missing value: "
                 "NumPyro cannot fit missing data (every log density becomes NaN). Drop those "
                 "entries, or model them as latent sites (imputation)."
-            )
-        inf = np.isinf(values)
-        if inf.any():
-            name, _, more = _first(where, array, inf)
-            raise ValueError(
+            ),
+        )
+        _refuse_any(
+            where,
+            array,
+            np.isinf(values),
+            lambda name, _, more: (
                 f"model data {name} is infinite{more}: no density is "
                 "finite there. Replace or drop those entries."
-            )
+            ),
+        )
         bound = overflow_bound()
-        big = np.abs(values) > bound
-        if big.any():
-            name, index, more = _first(where, array, big)
-            dtype = float_dtype().name
-            fix = "" if dtype == "float64" else " or run in float64 (--x64, or jax_enable_x64)"
-            raise ValueError(
+        dtype = float_dtype().name
+        fix = "" if dtype == "float64" else " or run in float64 (--x64, or jax_enable_x64)"
+        _refuse_any(
+            where,
+            array,
+            np.abs(values) > bound,
+            lambda name, index, more: (
                 f"model data {name} = {values[index]:.3g}{more} is beyond "
                 f"{bound:.2g}, the square root of the largest {dtype}: a Gaussian log density "
                 f"squares it and overflows to inf, so the fit would mean nothing. Rescale the "
                 f"data (divide by a typical magnitude, or take logs){fix}."
-            )
+            ),
+        )
     elif np.issubdtype(array.dtype, np.integer) and float_dtype() == np.float32:
         info = np.iinfo(np.int32)
-        out = (array < info.min) | (array > info.max)
-        if out.any():
-            name, _, more = _first(where, array, out)
-            raise ValueError(
+        _refuse_any(
+            where,
+            array,
+            (array < info.min) | (array > info.max),
+            lambda name, _, more: (
                 f"model data {name}{more} is an integer beyond the int32 "
                 "range that JAX uses without x64: it would wrap around. Store it as a float, "
                 "rescale it, or run in float64 (--x64, or jax_enable_x64)."
-            )
+            ),
+        )
 
 
 __all__ = ["check_model_data", "float_dtype", "overflow_bound"]

@@ -309,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--guide",
         choices=list(GUIDES),
         default="default",
-        help="flow guide: fit_guide's default (an IAF with a full affine layer, or one flow "
-        "per mode where the posterior has several and --neutra is not given) or a preset",
+        # No "--" in this text: the help test reads each option's help up to the next "--".
+        help="flow guide: fit_guide's default (an IAF with a full affine layer, or, without "
+        "NeuTra, one flow per mode where the posterior has several) or a preset",
     )
     f.add_argument(
         "--warm-start",

@@ -1,5 +1,8 @@
 """``numpyro-flows demo``: a flow guide, NeuTra-NUTS and plain NUTS on a built-in model.
 
+The models are :func:`numpyro_flows.examples.funnel` (10-D) and
+:func:`numpyro_flows.examples.eight_schools_centered`.
+
 Fits a flow guide with :func:`numpyro_flows.fit_guide` at its defaults (with a progress
 bar), runs plain NUTS and NeuTra-NUTS (:func:`numpyro_flows.neutra_nuts` at its defaults),
 prints a side-by-side table (min bulk ESS per gradient, divergences, k-hat, wall time)
@@ -17,37 +20,20 @@ import warnings
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 
 from numpyro_flows._io import write_atomically
+from numpyro_flows.examples import SCHOOLS_SIGMA as SCHOOLS_SIGMA
+from numpyro_flows.examples import SCHOOLS_Y as SCHOOLS_Y
+from numpyro_flows.examples import eight_schools_centered as eight_schools
+from numpyro_flows.examples import funnel
 from numpyro_flows.reports import RunReportWarning
-
-SCHOOLS_Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SCHOOLS_SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
-
-
-def funnel(dim: int = 10):
-    """Neal's funnel: ``v ~ N(0, 3^2)``, ``x_i | v ~ N(0, e^v)``, ``i < dim``."""
-    v = numpyro.sample("v", dist.Normal(0.0, 3.0))
-    numpyro.sample("x", dist.Normal(0.0, jnp.exp(v / 2)).expand([dim - 1]).to_event(1))
-
-
-def eight_schools(y=SCHOOLS_Y, sigma=SCHOOLS_SIGMA):
-    """Eight schools, centred: the classic funnel between ``tau`` and ``theta``."""
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-    with numpyro.plate("school", len(y)):
-        theta = numpyro.sample("theta", dist.Normal(mu, tau))
-        numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)
-
 
 # What the demo writes into its --out folder.
 OUTPUTS = ("neutra.nc", "nuts.nc", "guide.nc", "neck.png", "summary.json")
 
-# model, neck variables (x axis, y axis) for the plot
+# model (from numpyro_flows.examples, under the demo's names), neck variables (x axis,
+# y axis) for the plot
 MODELS = {
     "funnel": (funnel, ("v", "x[0]")),
     "eight_schools": (eight_schools, ("log tau", "theta[0]")),
@@ -90,6 +76,13 @@ def main(args) -> int:
     from numpyro_flows.reports import mcmc_report
 
     max_steps, warmup, draws, chains = (600, 200, 200, 2) if args.fast else (30_000, 1000, 1000, 4)
+    # The same chains for plain NUTS and NeuTra-NUTS.
+    sampler = {
+        "num_warmup": warmup,
+        "num_samples": draws,
+        "num_chains": chains,
+        "chain_method": "sequential",
+    }
     model, _ = MODELS[args.model]
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -122,14 +115,7 @@ def main(args) -> int:
     }
 
     print(f"[2/3] plain NUTS ({chains} chains x {warmup}+{draws})")
-    mcmc = MCMC(
-        NUTS(model),
-        num_warmup=warmup,
-        num_samples=draws,
-        num_chains=chains,
-        chain_method="sequential",
-        progress_bar=True,
-    )
+    mcmc = MCMC(NUTS(model), **sampler, progress_bar=True)
     t0 = time.perf_counter()
     mcmc.run(jax.random.key(args.seed + 3), extra_fields=("diverging", "num_steps"))
     nuts_seconds = time.perf_counter() - t0
@@ -154,10 +140,7 @@ def main(args) -> int:
             jax.random.key(args.seed + 4),
             guide,
             params,
-            num_warmup=warmup,
-            num_samples=draws,
-            num_chains=chains,
-            chain_method="sequential",
+            **sampler,
             khat_samples=0,
         )
     neutra_seconds = time.perf_counter() - t0

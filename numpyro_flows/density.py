@@ -188,7 +188,7 @@ def flow_module(
     Use it in a model for maximum-likelihood (or MAP) fitting with SVI and an empty guide,
     like ``numpyro.contrib.module.flax_module`` for networks. The params are initialised
     with ``flow.init`` from the seed of the param site. For ActNorm data initialisation,
-    pass ``init_params={name: flow.data_init(params, data)}`` to ``svi.init``/``svi.run``.
+    pass ``init_params={name: flow.data_init(params, data)[0]}`` to ``svi.init``/``svi.run``.
 
     Args:
         name: param site name.

@@ -19,11 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 from numpyro import handlers
-from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.util import constrain_fn, potential_energy
 from scipy.special import logsumexp
 
 from numpyro_flows._arviz_import import import_arviz
+from numpyro_flows._guide_support import check_params, ensure_setup, require_continuous
 
 # k-hat thresholds of Vehtari et al. (2024); with S draws the "bad" threshold is
 # min(1 - 1/log10(S), 0.7) (see khat_threshold).
@@ -115,46 +115,6 @@ def khat_threshold(num_samples: int) -> float:
 
 
 # ---------------------------------------------------------------------- input checks
-def _require_continuous(guide):
-    if not isinstance(guide, AutoContinuous):
-        raise TypeError(
-            "PSIS diagnostics need a guide with a joint density over all latents (an "
-            f"AutoContinuous such as AutoFlow or AutoIAFNormal), got {type(guide).__name__}."
-        )
-
-
-def _ensure_setup(guide, args, kwargs):
-    if guide.prototype_trace is None:
-        if guide.model is None:
-            raise ValueError(
-                "This guide was loaded without its model; the diagnostics need the model's "
-                "log density. Set guide.model = model first."
-            )
-        with handlers.seed(rng_seed=0):
-            guide._setup_prototype(*args, **kwargs)
-
-
-def _check_params(guide, params):
-    """A clear error for params that cannot be the guide's fitted parameters."""
-    if hasattr(params, "params") and hasattr(params, "losses"):
-        raise TypeError(
-            "Pass the fitted parameters, not the SVI result: use result.params (or "
-            "svi.get_params(state))."
-        )
-    if not isinstance(params, dict):
-        raise TypeError(
-            f"params must be the dict of fitted parameters (svi.get_params(state) or "
-            f"svi.run(...).params), got {type(params).__name__}."
-        )
-    prefix = f"{guide.prefix}_"
-    if not any(name.startswith(prefix) for name in params):
-        raise ValueError(
-            f"params holds none of the guide's parameters ('{prefix}...'): the guide has not "
-            "been trained, or these are another guide's parameters. Train it with SVI and "
-            "pass svi.get_params(state) or svi.run(...).params."
-        )
-
-
 def _check_num_samples(num_samples):
     if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer):
         raise TypeError(f"num_samples must be an int, got {type(num_samples).__name__}.")
@@ -183,9 +143,9 @@ def log_ratio_fn(guide, *args, num_samples: int = 1000, **kwargs) -> Callable:
         A jitted function returning JAX arrays ``latent (S, D)``, ``log_p (S,)``,
         ``log_q (S,)``.
     """
-    _require_continuous(guide)
+    require_continuous(guide)
     _check_num_samples(num_samples)
-    _ensure_setup(guide, args, kwargs)
+    ensure_setup(guide, args, kwargs)
     potential_fn = guide._potential_fn_gen(*args, **kwargs)
     trace = guide.prototype_trace
     has_model_params = any(site["type"] == "param" for site in trace.values())
@@ -237,8 +197,8 @@ def importance_log_ratios(
         ``(S,)``, all in the unconstrained space (``log_p`` includes the log-Jacobian of
         the constraining maps).
     """
-    _require_continuous(guide)
-    _check_params(guide, params)
+    require_continuous(guide)
+    check_params(guide, params)
     draw = log_ratio_fn(guide, *args, num_samples=num_samples, **kwargs)
     latent, log_p, log_q = draw(rng_key, params)
     return np.asarray(latent), np.asarray(log_p), np.asarray(log_q)
@@ -379,8 +339,8 @@ def constrained_draws(guide, params, latent, *args, **kwargs) -> dict:
     Returns:
         ``{site: array (S, ...)}`` for every latent (constrained) and deterministic site.
     """
-    _require_continuous(guide)
-    _ensure_setup(guide, args, kwargs)
+    require_continuous(guide)
+    ensure_setup(guide, args, kwargs)
     model = handlers.seed(model_with_fitted_params(guide, params), rng_seed=0)
     unconstrained = guide._unpack_latent(jnp.asarray(latent))
 

@@ -14,6 +14,7 @@ grow with depth), and every fresh flow is the identity map.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from numpyro_flows.layers import (
     Repeat,
     ReversedLayer,
     Sequential,
+    with_batch_norm_momentum,
 )
 
 Hidden = Sequence[int] | None
@@ -151,23 +153,43 @@ class Flow:
         )
 
     def data_init(self, params, data, context=None, state=None):
-        """Data-dependent initialisation (ActNorm): returns new params.
+        """Data-dependent initialisation of ActNorm params and BatchNorm statistics.
 
-        ``data`` (``(N, D)``, target side) is pushed through the flow towards the base and
-        every ActNorm layer is set to normalise what reaches it.
+        ``data`` (``(N, D)``, target side) is pushed through the flow towards the base;
+        every ActNorm layer is set to normalise what reaches it, and every BatchNorm
+        layer's running statistics are set to the statistics of what reaches it.
+
+        Args:
+            params: the flow's params (e.g. fresh from :meth:`init`).
+            data: ``(N, D)`` rows.
+            context: ``(N, C)`` contexts of a conditional flow.
+            state: BatchNorm running statistics (default: :meth:`init_state`).
+
+        Returns:
+            ``(params, state)``: the new params and the new state (``None`` for a flow
+            without BatchNorm layers).
         """
         state = self._state_for(params, state)
-        params, _, _ = self.layer.propagate(params, state, jnp.asarray(data), context, "data_init")
-        return params
+        params, state, _ = self.layer.propagate(params, state, jnp.asarray(data), context)
+        return params, state
 
-    def update_state(self, params, state, data, context=None, momentum: float = 0.1):
-        """Moves BatchNorm running statistics towards the statistics of ``data``."""
+    def update_state(self, params, state, data, context=None, momentum: float | None = None):
+        """Moves BatchNorm running statistics towards the statistics of ``data``.
+
+        Each BatchNorm layer moves by its own ``momentum`` (0.1 by default); ``momentum``
+        here overrides it for this call.
+        """
         if state is None:
             return None
-        _, state, _ = self.layer.propagate(
-            params, state, jnp.asarray(data), context, "update_state", momentum
-        )
+        layer = self.with_batch_norm_momentum(momentum).layer
+        _, state, _ = layer.propagate(params, state, jnp.asarray(data), context, "update_state")
         return state
+
+    def with_batch_norm_momentum(self, momentum: float | None) -> Flow:
+        """This flow with every BatchNorm layer using ``momentum`` (``None``: unchanged)."""
+        if momentum is None:
+            return self
+        return dataclasses.replace(self, layer=with_batch_norm_momentum(self.layer, momentum))
 
     def _state_for(self, params, state):
         if state is None:
@@ -413,7 +435,8 @@ def glow(
     """Glow-style steps: ActNorm, LU-linear (invertible 1x1) and affine coupling.
 
     Kingma and Dhariwal (2018), https://arxiv.org/abs/1807.03039. Use
-    ``flow.data_init(params, data)`` to initialise the ActNorm layers from data.
+    ``params, _ = flow.data_init(params, data)`` to initialise the ActNorm layers from
+    data.
     """
     step = Sequential(
         (

@@ -29,7 +29,7 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoContinuous, AutoGuide
 from tqdm.auto import tqdm
 
-from numpyro_flows._sites import latent_sites, reject_discrete_latents
+from numpyro_flows._guide_support import latent_sites, reject_discrete_latents
 from numpyro_flows.autoguides import AutoIAF
 from numpyro_flows.checks import check_model_data
 from numpyro_flows.diagnostics import KHAT_BAD, PSISResult, psis_diagnostic

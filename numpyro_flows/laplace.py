@@ -17,8 +17,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from numpyro_flows._guide_support import minimise
 from numpyro_flows.diagnostics import psis_from_log_ratios
 
 
@@ -41,31 +41,6 @@ class LaplaceResult(NamedTuple):
     grad_norm: float
 
 
-def _minimise(potential, z0, max_iterations: int, tolerance: float, solver=None):
-    solver = optax.lbfgs() if solver is None else solver
-    value_and_grad = optax.value_and_grad_from_state(potential)
-
-    def step(carry):
-        z, state = carry
-        value, grad = value_and_grad(z, state=state)
-        updates, state = solver.update(grad, state, z, value=value, grad=grad, value_fn=potential)
-        return optax.apply_updates(z, updates), state
-
-    def keep_going(carry):
-        z, state = carry
-        count = optax.tree.get(state, "count")
-        grad_norm = optax.tree.norm(optax.tree.get(state, "grad"))
-        finite = (
-            jnp.isfinite(optax.tree.get(state, "value"))
-            & jnp.isfinite(grad_norm)
-            & jnp.all(jnp.isfinite(z))
-        )
-        return (count == 0) | ((count < max_iterations) & (grad_norm >= tolerance) & finite)
-
-    z, state = jax.lax.while_loop(keep_going, step, (z0, solver.init(z0)))
-    return z, optax.tree.get(state, "count"), optax.tree.norm(optax.tree.get(state, "grad"))
-
-
 def laplace_approximation(
     potential_fn, z0, *, max_iterations: int = 1000, tolerance: float | None = None
 ) -> LaplaceResult:
@@ -86,7 +61,7 @@ def laplace_approximation(
     if tolerance is None:
         # sqrt(eps): 1.5e-8 in float64, 3.5e-4 in float32.
         tolerance = float(jnp.sqrt(jnp.finfo(z0.dtype).eps))
-    z, count, grad_norm = jax.jit(_minimise, static_argnums=(0, 2, 3))(
+    z, count, grad_norm = jax.jit(minimise, static_argnums=(0, 2, 3))(
         potential_fn, z0, max_iterations, tolerance
     )
     converged = bool(grad_norm < tolerance) and bool(jnp.all(jnp.isfinite(z)))

@@ -6,18 +6,25 @@ A layer is a small frozen dataclass (static, hashable architecture) with
 * ``init_state(dim, dtype=None) -> state`` (non-trainable state, ``None`` for most layers),
 * ``build(params, context=None, state=None, training=False) -> Bijection``,
 * ``event_size(params) -> int`` (the ``D`` its parameters were made for),
-* ``propagate(params, state, y, context, op, momentum) -> (params, state, x)``: pushes data
-  ``y`` from the output (target) side to the input side, letting each layer look at the
-  data that reaches it. ``op="data_init"`` sets data-dependent initial parameters
-  (ActNorm); ``op="update_state"`` moves running statistics (BatchNorm).
+* ``propagate(params, state, y, context, op) -> (params, state, x)``: pushes data ``y``
+  from the output (target) side to the input side, letting each layer look at the data
+  that reaches it. ``op="data_init"`` sets data-dependent initial parameters (ActNorm) and
+  running statistics (BatchNorm); ``op="update_state"`` moves running statistics
+  (BatchNorm, with the momentum stored on the layer).
 
 :class:`Sequential` and :class:`Repeat` compose layers; :class:`Repeat` stacks the
 parameters of identical layers and builds a :class:`~numpyro_flows.bijections.Scan`.
+
+A layer also answers questions about its own kind, so that code walking a flow needs no
+list of layer classes: :meth:`Layer.is_data_dependent` (does ``data_init`` change it?) and
+:meth:`Layer.is_affine_in_one_dimension`. :func:`sublayers` walks the tree of layers and
+:func:`with_batch_norm_momentum` rebuilds it with another BatchNorm momentum.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +34,7 @@ import numpy as np
 
 from numpyro_flows.bijections import (
     ActNorm,
+    Affine,
     BatchNorm,
     Chain,
     Coupling,
@@ -66,12 +74,60 @@ class Layer:
         """The event size ``D`` that ``params`` were initialised for."""
         raise NotImplementedError
 
-    def propagate(self, params, state, y, context=None, op="data_init", momentum=0.1):
+    def propagate(self, params, state, y, context=None, op="data_init"):
         """Pushes data ``y`` from the target side to the base side: returns
         ``(params, state, x)``, where a data-dependent layer may update its params
-        (``op="data_init"``) or state (``op="update_state"``) from what reaches it."""
+        (``op="data_init"``) or state (``op="data_init"`` or ``"update_state"``) from what
+        reaches it."""
         x = self.build(params, context, state).inverse_and_log_det(y)[0]
         return params, state, x
+
+    def is_data_dependent(self) -> bool:
+        """Whether :meth:`propagate` with ``op="data_init"`` sets params or state from
+        data (ActNorm, BatchNorm). A layer holding other layers is data dependent when one
+        of them is."""
+        return any(child.is_data_dependent() for child in _child_layers(self))
+
+    def is_affine_in_one_dimension(self) -> bool:
+        """Whether this layer, on 1-D events without a context, is an affine map.
+
+        A layer holding other layers is affine when all of them are; any other layer is
+        assumed non-linear unless it says otherwise (planar, radial, user layers).
+        """
+        children = _child_layers(self)
+        return bool(children) and all(child.is_affine_in_one_dimension() for child in children)
+
+
+def _child_layers(layer: Layer) -> tuple[Layer, ...]:
+    """The layers held directly by ``layer`` (its dataclass fields, or tuples of them)."""
+    children = []
+    for field in dataclasses.fields(layer) if dataclasses.is_dataclass(layer) else ():
+        value = getattr(layer, field.name)
+        children.extend(value if isinstance(value, tuple) else (value,))
+    return tuple(child for child in children if isinstance(child, Layer))
+
+
+def sublayers(layer: Layer) -> Iterator[Layer]:
+    """Every layer spec inside ``layer`` (itself included), depth first."""
+    yield layer
+    for child in _child_layers(layer):
+        yield from sublayers(child)
+
+
+def with_batch_norm_momentum(layer: Layer, momentum: float) -> Layer:
+    """``layer`` rebuilt with every :class:`BatchNormLayer` inside it using ``momentum``."""
+    if isinstance(layer, BatchNormLayer):
+        return dataclasses.replace(layer, momentum=momentum)
+    if not _child_layers(layer):
+        return layer
+
+    def swap(value):
+        if isinstance(value, tuple):
+            return tuple(swap(v) for v in value)
+        return with_batch_norm_momentum(value, momentum) if isinstance(value, Layer) else value
+
+    fields = (f.name for f in dataclasses.fields(layer) if f.init)
+    return dataclasses.replace(layer, **{name: swap(getattr(layer, name)) for name in fields})
 
 
 def _no_context(layer: Layer, context):
@@ -134,6 +190,11 @@ class AutoregressiveLayer(Layer):
         made = self._made(self.event_size(params), hidden, _context_dim(params))
         return MaskedAutoregressive(self.transformer, made, params, context)
 
+    def is_affine_in_one_dimension(self):
+        """Affine with an :class:`~numpyro_flows.bijections.Affine` transformer: the first
+        (only) coordinate sees no other input, so its shift and scale are constants."""
+        return isinstance(self.transformer, Affine)
+
 
 @dataclass(frozen=True)
 class CouplingLayer(Layer):
@@ -179,6 +240,11 @@ class CouplingLayer(Layer):
         mlp = MLP(in_dim, hidden, out_dim, _context_dim(params), self.activation, self.residual)
         return Coupling(self.transformer, mlp, params, context)
 
+    def is_affine_in_one_dimension(self):
+        """Affine with an :class:`~numpyro_flows.bijections.Affine` transformer: the first
+        (only) coordinate sees no other input, so its shift and scale are constants."""
+        return isinstance(self.transformer, Affine)
+
 
 @dataclass(frozen=True)
 class ElementwiseLayer(Layer):
@@ -195,6 +261,11 @@ class ElementwiseLayer(Layer):
     def build(self, params, context=None, state=None, training=False):
         _no_context(self, context)
         return Elementwise(self.transformer, params)
+
+    def is_affine_in_one_dimension(self):
+        """Affine with an :class:`~numpyro_flows.bijections.Affine` transformer: the first
+        (only) coordinate sees no other input, so its shift and scale are constants."""
+        return isinstance(self.transformer, Affine)
 
 
 @dataclass(frozen=True)
@@ -297,11 +368,19 @@ class ActNormLayer(Layer):
         _no_context(self, context)
         return ActNorm(params["loc"], params["raw_log_scale"])
 
-    def propagate(self, params, state, y, context=None, op="data_init", momentum=0.1):
+    def propagate(self, params, state, y, context=None, op="data_init"):
         if op == "data_init":
             fresh = ActNorm.init_params_from_data(y)
             params = jax.tree.map(lambda new, old: new.astype(old.dtype), fresh, params)
-        return super().propagate(params, state, y, context, op, momentum)
+        return super().propagate(params, state, y, context, op)
+
+    def is_data_dependent(self):
+        """True: ``data_init`` normalises the data reaching the layer."""
+        return True
+
+    def is_affine_in_one_dimension(self):
+        """True: an elementwise affine map."""
+        return True
 
 
 @dataclass(frozen=True)
@@ -323,6 +402,10 @@ class LULinearLayer(Layer):
     def build(self, params, context=None, state=None, training=False):
         _no_context(self, context)
         return LULinear(params["lower"], params["upper"], params["raw_log_diag"], params["bias"])
+
+    def is_affine_in_one_dimension(self):
+        """True: a linear map plus a bias."""
+        return True
 
 
 @dataclass(frozen=True)
@@ -364,9 +447,16 @@ class RadialLayer(Layer):
 
 @dataclass(frozen=True)
 class BatchNormLayer(Layer):
-    """:class:`~numpyro_flows.bijections.BatchNorm` with running statistics as state."""
+    """:class:`~numpyro_flows.bijections.BatchNorm` with running statistics as state.
+
+    Args:
+        eps: added to the variance.
+        momentum: how far each ``op="update_state"`` moves the running statistics towards
+            the batch's: ``new = (1 - momentum) * old + momentum * batch``.
+    """
 
     eps: float = 1e-5
+    momentum: float = 0.1
 
     def init(self, rng_key, dim, context_dim=0, dtype=None):
         return {"log_gamma": jnp.zeros(dim, dtype), "beta": jnp.zeros(dim, dtype)}
@@ -388,7 +478,7 @@ class BatchNormLayer(Layer):
             state["mean"], state["var"], params["log_gamma"], params["beta"], training, self.eps
         )
 
-    def propagate(self, params, state, y, context=None, op="data_init", momentum=0.1):
+    def propagate(self, params, state, y, context=None, op="data_init"):
         mean, var = batch_statistics(y)
         if op == "data_init":
             state = {
@@ -396,12 +486,21 @@ class BatchNormLayer(Layer):
                 "var": var.astype(state["var"].dtype),
             }
         elif op == "update_state":
+            momentum = self.momentum
             state = jax.tree.map(
                 lambda old, new: (1 - momentum) * old + momentum * new.astype(old.dtype),
                 state,
                 {"mean": mean, "var": var},
             )
-        return super().propagate(params, state, y, context, op, momentum)
+        return super().propagate(params, state, y, context, op)
+
+    def is_data_dependent(self):
+        """True: ``data_init`` sets the running statistics from the data."""
+        return True
+
+    def is_affine_in_one_dimension(self):
+        """True: an elementwise affine map."""
+        return True
 
 
 @dataclass(frozen=True)
@@ -435,12 +534,10 @@ class Sequential(Layer):
             ]
         )
 
-    def propagate(self, params, state, y, context=None, op="data_init", momentum=0.1):
+    def propagate(self, params, state, y, context=None, op="data_init"):
         params, states = list(params), list(self._states(state))
         for i in reversed(range(len(self.layers))):
-            params[i], states[i], y = self.layers[i].propagate(
-                params[i], states[i], y, context, op, momentum
-            )
+            params[i], states[i], y = self.layers[i].propagate(params[i], states[i], y, context, op)
         return tuple(params), None if state is None else tuple(states), y
 
 
@@ -509,7 +606,7 @@ class Repeat(Layer):
         in_axes = (0, None if state is None else 0, None if perms is None else 0)
         return Scan(jax.vmap(one, in_axes=in_axes)(params, state, perms))
 
-    def propagate(self, params, state, y, context=None, op="data_init", momentum=0.1):
+    def propagate(self, params, state, y, context=None, op="data_init"):
         perms = self.permutations(self.event_size(params))
         xs = (params, state, perms)
 
@@ -517,7 +614,7 @@ class Repeat(Layer):
             p, s, perm = xs
             if perm is not None:
                 y = jnp.take(y, perm, -1)
-            p, s, x = self.layer.propagate(p, s, y, context, op, momentum)
+            p, s, x = self.layer.propagate(p, s, y, context, op)
             if perm is not None:
                 x = jnp.take(x, jnp.argsort(perm), -1)
             return x, (p, s)
@@ -541,4 +638,6 @@ __all__ = [
     "Repeat",
     "ReversedLayer",
     "Sequential",
+    "sublayers",
+    "with_batch_norm_momentum",
 ]

@@ -30,14 +30,9 @@ import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import logsumexp
 from numpyro.distributions import constraints
-from numpyro.distributions.transforms import (
-    AffineTransform,
-    IndependentTransform,
-    LowerCholeskyAffine,
-)
-from numpyro.infer.initialization import init_to_uniform
+from numpyro.distributions.transforms import LowerCholeskyAffine
 
-from numpyro_flows import flows as _flows
+from numpyro_flows import flows
 from numpyro_flows.autoguides import AutoFlow
 from numpyro_flows.bijections import Chain
 from numpyro_flows.flows import Flow
@@ -55,7 +50,7 @@ def default_component_flow() -> Flow:
     ``D`` sequential passes. The splines bend a component around a curved mode (a
     crescent), which an affine flow does poorly.
     """
-    return _flows.neural_spline(2, coupling=True)
+    return flows.neural_spline(2, coupling=True)
 
 
 class FlowMixture(dist.Distribution):
@@ -145,9 +140,12 @@ class AutoFlowMixture(AutoFlow):
             set-up.
         max_components: keep at most this many modes (the heaviest).
         num_starts: starting points of the set-up search.
-        prefix, init_loc_fn, init_scale, affine, create_plates: see
-            :class:`~numpyro_flows.AutoFlow`. ``init_loc_fn`` and ``init_scale`` place the
-            single component used when no mode is found.
+        affine: each component's affine layer, as for :class:`~numpyro_flows.AutoFlow`
+            (default ``"full"``: a mode's correlations are learned directly).
+        **kwargs: passed to :class:`~numpyro_flows.AutoFlow`: ``prefix``,
+            ``init_loc_fn``, ``init_scale``, ``create_plates``. ``init_loc_fn`` and
+            ``init_scale`` place the single component used when no mode is found. There is
+            no ``warm_start``: the components start at the modes' Laplace approximations.
 
     Example::
 
@@ -163,12 +161,14 @@ class AutoFlowMixture(AutoFlow):
         modes: Modes | None = None,
         max_components: int = MAX_COMPONENTS,
         num_starts: int = 64,
-        prefix: str = "auto",
-        init_loc_fn: Callable = init_to_uniform,
-        init_scale: float = 0.1,
         affine: str = "full",
-        create_plates: Callable | None = None,
+        **kwargs,
     ):
+        if "warm_start" in kwargs:
+            raise TypeError(
+                "AutoFlowMixture takes no warm_start: its components start at the Laplace "
+                "approximations of the modes it finds."
+            )
         if modes is not None and not isinstance(modes, Modes):
             raise TypeError(
                 f"modes must be a numpyro_flows.Modes (from find_modes), got "
@@ -180,20 +180,8 @@ class AutoFlowMixture(AutoFlow):
         self.max_components = int(max_components)
         self.num_starts = int(num_starts)
         self._stratum = None
-        super().__init__(
-            model,
-            flow=default_component_flow() if flow is None else flow,
-            prefix=prefix,
-            init_loc_fn=init_loc_fn,
-            init_scale=init_scale,
-            affine=affine,
-            create_plates=create_plates,
-        )
-
-    def config(self) -> dict:
-        config = super().config()
-        config.pop("warm_start")
-        return {**config, "max_components": self.max_components, "num_starts": self.num_starts}
+        flow = default_component_flow() if flow is None else flow
+        super().__init__(model, flow=flow, affine=affine, **kwargs)
 
     # ------------------------------------------------------------------ set-up
     def _setup_prototype(self, *args, **kwargs):
@@ -229,9 +217,7 @@ class AutoFlowMixture(AutoFlow):
         key = numpyro.prng_key()
         key = jax.random.key(0) if key is None else key
 
-        def potential(z):
-            return self._potential_fn(self._unpack_latent(z))
-
+        potential = self._latent_potential()
         with numpyro.handlers.block():
             prototype = self._unpack_latent(self._init_latent)
             starts = start_points(key, self.model, args, kwargs, self.num_starts, prototype)
@@ -253,26 +239,11 @@ class AutoFlowMixture(AutoFlow):
                 jax.random.split(key, count)
             ),
         )
-        loc = numpyro.param(f"{self.prefix}_loc", jnp.zeros((count, dim), dtype))
-        if self.affine == "full":
-            scale = numpyro.param(
-                f"{self.prefix}_scale_tril",
-                jnp.broadcast_to(jnp.identity(dim, dtype), (count, dim, dim)),
-                constraint=constraints.scaled_unit_lower_cholesky,
-            )
-        else:
-            scale = numpyro.param(
-                f"{self.prefix}_scale",
-                jnp.ones((count, dim), dtype),
-                constraint=constraints.softplus_positive,
-            )
+        loc, scale = self._affine_params(jnp.zeros((count, dim), dtype), 1.0)
         return {"flow": flow_params, "loc": loc, "scale": scale, "frame": (locs, trils)}
 
     def _build_component(self, c):
-        if self.affine == "full":
-            affine = LowerCholeskyAffine(c["loc"], c["scale"])
-        else:
-            affine = IndependentTransform(AffineTransform(c["loc"], c["scale"]), 1)
+        affine = self._affine_transform(c["loc"], c["scale"])
         frame_loc, frame_tril = c["frame"]
         return Chain(
             [self.flow.transform(c["flow"]), affine, LowerCholeskyAffine(frame_loc, frame_tril)]
@@ -316,11 +287,7 @@ class AutoFlowMixture(AutoFlow):
                 "PSIS-resampled) are the posterior approximation; for NeuTra on one mode "
                 "train a single flow (fit_guide(..., modes=False))."
             )
-        posterior = numpyro.handlers.substitute(self._get_posterior, params)()
-        return posterior.component(0)
-
-    def _latent_draws(self, params, num_samples=10_000):
-        return self.get_posterior(params).sample(jax.random.key(0), (num_samples,))
+        return self.get_posterior(params).component(0)
 
     def __setstate__(self, state):
         super().__setstate__(state)

@@ -36,7 +36,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.initialization import init_to_sample, init_to_uniform
 from numpyro.infer.util import potential_energy
 
-from numpyro_flows.laplace import _minimise
+from numpyro_flows._guide_support import minimise
 
 # An end point counts as a mode only if the Newton step to the Laplace mode is shorter
 # than this, in posterior standard deviations (a scale-free convergence test).
@@ -255,7 +255,7 @@ def _search(potential_fn, starts, max_iterations, tolerance):
     @jax.jit
     def run(starts):
         def one(z0):
-            z, _, _ = _minimise(potential_fn, z0, max_iterations, tolerance, _solver())
+            z, _, _ = minimise(potential_fn, z0, max_iterations, tolerance, _solver())
             value, grad = jax.value_and_grad(potential_fn)(z)
             hessian = jax.hessian(potential_fn)(z)
             hessian = 0.5 * (hessian + hessian.T)

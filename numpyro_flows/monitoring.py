@@ -16,8 +16,8 @@ import numpy as np
 from numpyro.infer import SVI
 from tqdm.auto import tqdm
 
+from numpyro_flows._guide_support import require_continuous
 from numpyro_flows.diagnostics import (
-    _require_continuous,
     log_ratio_fn,
     psis_from_log_ratios,
 )
@@ -114,7 +114,7 @@ def run_svi_with_khat(
     """
     if not isinstance(svi, SVI):
         raise TypeError(f"svi must be a numpyro.infer.SVI, got {type(svi).__name__}.")
-    _require_continuous(svi.guide)
+    require_continuous(svi.guide)
     if int(num_steps) < 1:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps}.")
     if int(check_every) < 1:

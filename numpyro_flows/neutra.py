@@ -31,11 +31,10 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.reparam import NeuTraReparam
 
+from numpyro_flows._guide_support import ensure_setup, require_continuous
 from numpyro_flows.diagnostics import (
     KHAT_BAD,
     MIN_PSIS_SAMPLES,
-    _ensure_setup,
-    _require_continuous,
     model_with_fitted_params,
     psis_diagnostic,
 )
@@ -87,7 +86,7 @@ class NeuTraResult(NamedTuple):
 
 def neutra_reparam(guide, params) -> NeuTraReparam:
     """``NeuTraReparam(guide, params)`` with a clear error for a guide it cannot use."""
-    _require_continuous(guide)
+    require_continuous(guide)
     if guide.prototype_trace is None:
         raise ValueError(
             "The guide has not been set up with the model yet: train it with SVI (or call "
@@ -145,13 +144,13 @@ def neutra_nuts(
         result = neutra_nuts(jax.random.key(1), fit.guide, fit.params, data, num_chains=4)
         print(result.summary())
     """
-    _require_continuous(guide)
+    require_continuous(guide)
     if khat_samples and khat_samples < MIN_PSIS_SAMPLES:
         raise ValueError(
             f"khat_samples must be 0 (skip the check) or at least {MIN_PSIS_SAMPLES}, got "
             f"{khat_samples}."
         )
-    _ensure_setup(guide, args, kwargs)
+    ensure_setup(guide, args, kwargs)
     # First: a guide with no transport map (a mixture of flows) fails here, not after PSIS.
     reparam = neutra_reparam(guide, params)
     key_khat, key_mcmc = jax.random.split(rng_key)

@@ -32,7 +32,7 @@ from numpyro.infer.inspect import get_dependencies
 from numpyro.infer.reparam import LocScaleReparam
 from numpyro.primitives import Messenger
 
-from numpyro_flows._sites import latent_sites
+from numpyro_flows._guide_support import latent_sites
 
 # Families LocScaleReparam can decentre, with the shape parameters it copies unchanged.
 LOC_SCALE_FAMILIES = {

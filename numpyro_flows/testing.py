@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions.transforms import Transform
 
-from numpyro_flows.bijections.base import _forward_and_log_det, _inverse_and_log_det
+from numpyro_flows.bijections.base import forward_and_log_det, inverse_and_log_det
 
 
 class TransformReport(NamedTuple):
@@ -131,21 +131,21 @@ def check_transform(
 
     def compute(leaves, flat):
         t = rebuild(leaves)
-        y, log_det = _forward_and_log_det(t, flat)
+        y, log_det = forward_and_log_det(t, flat)
         out = {"y": y, "log_det": log_det, "no_inter": t.log_abs_det_jacobian(flat, y)}
-        jac = jax.jacfwd(lambda v: _forward_and_log_det(t, v)[0])(flat)
+        jac = jax.jacfwd(lambda v: forward_and_log_det(t, v)[0])(flat)
         out["jac"] = jac  # (n, D, n, D)
         if inverse:
-            out["x_back"], out["inv_log_det"] = _inverse_and_log_det(t, y)
+            out["x_back"], out["inv_log_det"] = inverse_and_log_det(t, y)
             # How fast the log-det moves with x: the inverse log-det can be no closer to
             # minus the forward one than this times the round-trip error.
-            out["log_det_slope"] = jax.grad(lambda v: jnp.sum(_forward_and_log_det(t, v)[1]))(flat)
+            out["log_det_slope"] = jax.grad(lambda v: jnp.sum(forward_and_log_det(t, v)[1]))(flat)
         if vmap:
-            out["y_v"], out["ld_v"] = jax.vmap(lambda v: _forward_and_log_det(t, v))(flat)
+            out["y_v"], out["ld_v"] = jax.vmap(lambda v: forward_and_log_det(t, v))(flat)
         if gradients:
 
             def loss(leaves, v):
-                y, log_det = _forward_and_log_det(rebuild(leaves), v)
+                y, log_det = forward_and_log_det(rebuild(leaves), v)
                 return jnp.sum(y) + jnp.sum(log_det)
 
             out["g_leaves"], out["g_x"] = jax.grad(loss, argnums=(0, 1))(leaves, flat)
@@ -244,7 +244,7 @@ def check_transform(
     if jit:
         # `out` came from a jitted call with the transform's leaves as arguments; compare
         # it with a plain eager call.
-        y_eager, ld_eager = _forward_and_log_det(transform, flat)
+        y_eager, ld_eager = forward_and_log_det(transform, flat)
         jit_error = max(
             _max(np.abs(np.asarray(y) - np.asarray(y_eager)) / scale[:, None]),
             _max(np.abs(np.asarray(log_det) - np.asarray(ld_eager))),

@@ -6,10 +6,12 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from numpyro_flows import examples
+
 NORMAL_DATA = jnp.asarray(np.random.default_rng(0).normal(1.5, 1.0, size=20))
 BERNOULLI_DATA = jnp.asarray((np.random.default_rng(1).uniform(size=30) < 0.7).astype(np.float32))
-SCHOOLS_Y = jnp.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SCHOOLS_SIGMA = jnp.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+SCHOOLS_Y = jnp.asarray(examples.SCHOOLS_Y)
+SCHOOLS_SIGMA = jnp.asarray(examples.SCHOOLS_SIGMA)
 
 
 def normal_normal(y=NORMAL_DATA):
@@ -37,27 +39,21 @@ def beta_bernoulli(x=BERNOULLI_DATA):
         numpyro.sample("x", dist.Bernoulli(p), obs=x)
 
 
+# The shared example models (numpyro_flows.examples) with the tests' defaults: a 5-D
+# funnel, and eight schools taking ``(sigma, y)`` with the data as JAX arrays.
 def funnel(dim=5):
-    v = numpyro.sample("v", dist.Normal(0.0, 3.0))
-    numpyro.sample("x", dist.Normal(0.0, jnp.exp(v / 2)).expand([dim - 1]).to_event(1))
+    """Neal's funnel (:func:`numpyro_flows.examples.funnel`), 5-D by default."""
+    examples.funnel(dim)
 
 
 def eight_schools(sigma=SCHOOLS_SIGMA, y=SCHOOLS_Y):
     """Non-centred eight schools: a plated hierarchical model with a deterministic site."""
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-    with numpyro.plate("school", y.shape[0]):
-        theta_raw = numpyro.sample("theta_raw", dist.Normal(0.0, 1.0))
-        theta = numpyro.deterministic("theta", mu + tau * theta_raw)
-        numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+    examples.eight_schools_noncentered(y, sigma)
 
 
 def eight_schools_centered(sigma=SCHOOLS_SIGMA, y=SCHOOLS_Y):
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-    with numpyro.plate("school", y.shape[0]):
-        theta = numpyro.sample("theta", dist.Normal(mu, tau))
-        numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+    """Centred eight schools: the funnel between ``tau`` and ``theta``."""
+    examples.eight_schools_centered(y, sigma)
 
 
 def constrained():

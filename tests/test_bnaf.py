@@ -34,15 +34,10 @@ def train(guide, steps=800, lr=1e-2):
     return result.params, result.losses
 
 
-@pytest.fixture(scope="module")
-def trained():
+@pytest.mark.slow
+def test_trains_to_a_correlated_gaussian():
     guide = AutoBNAF(correlated_gaussian)
     params, losses = train(guide)
-    return guide, params, losses
-
-
-def test_trains_to_a_correlated_gaussian(trained):
-    guide, params, losses = trained
     # -ELBO = KL(q || p) here (the target is normalised).
     assert float(np.mean(losses[-100:])) < 0.03
     z = guide.sample_posterior(jax.random.key(1), params, sample_shape=(10_000,))["z"]
@@ -62,8 +57,9 @@ def test_init_loc_fn_is_honoured():
     np.testing.assert_allclose(jnp.std(z, 0), 1.0, atol=0.05)
 
 
-def test_pickle_and_save_load_round_trip(trained, tmp_path):
-    guide, params, _ = trained
+def test_pickle_and_save_load_round_trip(tmp_path):
+    guide = AutoBNAF(correlated_gaussian)
+    params, _ = train(guide, steps=20)  # any trained params will do
     key = jax.random.key(2)
     expected = guide.sample_posterior(key, params, sample_shape=(5,))["z"]
     clone = pickle.loads(pickle.dumps(guide))

@@ -19,6 +19,7 @@ from scipy import stats
 
 from numpyro_flows import flows
 from numpyro_flows.density import FlowDistribution, flow_module
+from numpyro_flows.layers import BatchNormLayer, Sequential, sublayers
 from numpyro_flows.testing import randomize_params
 from numpyro_flows.training import TrainState, fit, maximum_likelihood, negative_log_likelihood
 
@@ -466,3 +467,47 @@ def test_actnorm_data_init_in_fit():
     z, _ = flow.transform(initialised.params).inverse_and_log_det(jnp.asarray(data, jnp.float32))
     np.testing.assert_allclose(jnp.mean(z, 0), 0.0, atol=0.2)
     np.testing.assert_allclose(jnp.std(z, 0), 1.0, atol=0.2)
+
+
+def test_data_init_returns_params_and_state_and_momentum_lives_on_the_layer():
+    rng = np.random.default_rng(1)
+    data = np.array([4.0, -1.0]) + np.array([2.0, 0.5]) * rng.standard_normal((500, 2))
+    data = jnp.asarray(data, jnp.float32)
+    flow = flows.Flow(Sequential((BatchNormLayer(momentum=0.25),)))
+    params = flow.init(jax.random.key(0), 2)
+    same_params, state = flow.data_init(params, data)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), same_params, params))
+    np.testing.assert_allclose(state[0]["mean"], jnp.mean(data, 0), rtol=1e-5)
+    np.testing.assert_allclose(state[0]["var"], jnp.var(data, 0), rtol=1e-5)
+    # update_state moves by the layer's momentum unless told otherwise.
+    moved = flow.update_state(params, flow.init_state(2), data)
+    np.testing.assert_allclose(moved[0]["mean"], 0.25 * jnp.mean(data, 0), rtol=1e-5)
+    half = flow.update_state(params, flow.init_state(2), data, momentum=0.5)
+    np.testing.assert_allclose(half[0]["mean"], 0.5 * jnp.mean(data, 0), rtol=1e-5)
+    glow = flows.glow(2, (8,))
+    assert glow.data_init(glow.init(jax.random.key(0), 2), data)[1] is None
+
+
+def test_layers_describe_themselves():
+    maf_bn = flows.maf(2, (8,), batch_norm=True)
+    assert maf_bn.layer.is_data_dependent() and flows.glow().layer.is_data_dependent()
+    assert not flows.maf().layer.is_data_dependent()
+    assert maf_bn.layer.is_affine_in_one_dimension()
+    assert not flows.neural_spline().layer.is_affine_in_one_dimension()
+    changed = maf_bn.with_batch_norm_momentum(0.3)
+    norms = [layer for layer in sublayers(changed.layer) if isinstance(layer, BatchNormLayer)]
+    assert norms and all(layer == BatchNormLayer(momentum=0.3) for layer in norms)
+    assert maf_bn.with_batch_norm_momentum(None) is maf_bn
+
+
+def test_fit_momentum_overrides_the_layers_momentum():
+    data = np.random.default_rng(2).standard_normal((256, 2)).astype(np.float32) + 3.0
+    settings = {"num_epochs": 1, "batch_size": 64, "progress_bar": False}
+    own = flows.maf(1, (8,), batch_norm=True).with_batch_norm_momentum(0.3)
+    by_layer = fit(jax.random.key(0), own, data, **settings)
+    by_fit = fit(
+        jax.random.key(0), flows.maf(1, (8,), batch_norm=True), data, momentum=0.3, **settings
+    )
+    default = fit(jax.random.key(0), flows.maf(1, (8,), batch_norm=True), data, **settings)
+    np.testing.assert_array_equal(by_layer.state[1]["mean"], by_fit.state[1]["mean"])
+    assert not np.array_equal(by_layer.state[1]["mean"], default.state[1]["mean"])

@@ -33,18 +33,18 @@ def median_khat(guide, params, *args, num_samples=2000, repeats=5, seed=100):
 
 
 @pytest.fixture(scope="module")
-def funnel_guides():
+def funnel_mean_field():
     mean_field = AutoDiagonalNormal(funnel)
     svi = SVI(funnel, mean_field, optax.adam(1e-2), Trace_ELBO())
-    mf_params = svi.run(jax.random.key(0), 1000, progress_bar=False).params
+    return mean_field, svi.run(jax.random.key(0), 1000, progress_bar=False).params
+
+
+@pytest.mark.slow
+def test_funnel_khat_mean_field_is_bad_and_a_trained_spline_is_better(funnel_mean_field):
+    mean_field, mf_params = funnel_mean_field
     spline = AutoNeuralSpline(funnel, init_scale=1.0)
     svi = SVI(funnel, spline, optax.adam(1e-2), Trace_ELBO(num_particles=4))
     spline_params = svi.run(jax.random.key(0), 2000, progress_bar=False).params
-    return (mean_field, mf_params), (spline, spline_params)
-
-
-def test_funnel_khat_mean_field_is_bad_and_a_trained_spline_is_better(funnel_guides):
-    (mean_field, mf_params), (spline, spline_params) = funnel_guides
     khat_mf, all_mf = median_khat(mean_field, mf_params)
     khat_spline, all_spline = median_khat(spline, spline_params)
     print(f"funnel k-hat: mean-field {khat_mf:.2f} {all_mf}, spline {khat_spline:.2f} {all_spline}")
@@ -52,8 +52,8 @@ def test_funnel_khat_mean_field_is_bad_and_a_trained_spline_is_better(funnel_gui
     assert khat_spline < khat_mf
 
 
-def test_export_of_a_model_without_observations(funnel_guides):
-    (mean_field, params), _ = funnel_guides
+def test_export_of_a_model_without_observations(funnel_mean_field):
+    mean_field, params = funnel_mean_field
     idata = to_inference_data(mean_field, params, rng_key=jax.random.key(3), num_samples=200)
     assert set(idata.groups()) == {"posterior", "sample_stats"}
     assert idata.posterior["v"].dims == ("chain", "draw")

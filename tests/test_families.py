@@ -37,7 +37,7 @@ def test_actnorm_data_init_normalises_and_survives_a_constant_column():
     data = jax.random.normal(jax.random.key(0), (256, 3)) * jnp.array([5.0, 0.1, 0.0])
     data = data + jnp.array([10.0, -2.0, 7.0])
     flow = flows.Flow(Sequential((ActNormLayer(),)))
-    params = flow.data_init(flow.init(jax.random.key(1), 3), data)
+    params, _ = flow.data_init(flow.init(jax.random.key(1), 3), data)
     z, _ = flow.transform(params).inverse_and_log_det(data)
     assert np.all(np.isfinite(z))
     np.testing.assert_allclose(jnp.mean(z, 0), 0.0, atol=1e-4)
@@ -48,7 +48,7 @@ def test_actnorm_data_init_normalises_and_survives_a_constant_column():
 def test_glow_data_init_reaches_every_actnorm():
     flow = flows.glow(num_flows=3)
     data = 4.0 * jax.random.normal(jax.random.key(0), (512, 4)) + 3.0
-    params = flow.data_init(flow.init(jax.random.key(1), 4), data)
+    params, _ = flow.data_init(flow.init(jax.random.key(1), 4), data)
     z, _ = flow.transform(params).inverse_and_log_det(data)
     np.testing.assert_allclose(jnp.mean(z, 0), 0.0, atol=1e-3)
     assert not np.allclose(params[0]["raw_log_scale"], 0.0)

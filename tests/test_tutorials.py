@@ -3,8 +3,15 @@
 Fast mode (``NUMPYRO_FLOWS_FAST=1``) uses tiny step counts and writes the figures to a
 temporary directory, never over the committed ones in ``docs/tutorials/img/``. The
 tutorials run in this process, under the suite's warnings-as-errors filters.
+
+The default run compiles every tutorial, checks that what it imports from the package
+exists, and runs two in fast mode (NeuTra on ``fit_guide``'s result, the README's path;
+a custom bijection). The other four, whose calls the unit tests cover (test_autoguides,
+test_arviz, test_density, test_modes), run in fast mode in the ``slow`` run.
 """
 
+import ast
+import importlib
 import importlib.util
 import runpy
 import sys
@@ -27,7 +34,7 @@ def load_docs_hook():
 
 def test_every_tutorial_has_a_docs_page_with_its_figures():
     hook = load_docs_hook()
-    assert len(TUTORIALS) == 5
+    assert len(TUTORIALS) == 6
     for path in TUTORIALS:
         page = ROOT / "docs" / "tutorials" / f"{path.stem}.md"
         assert page.exists(), page
@@ -39,6 +46,25 @@ def test_every_tutorial_has_a_docs_page_with_its_figures():
         assert saved, path  # every tutorial shows at least one figure
         for name in saved:
             assert (hook.IMG / name).exists(), f"{name}: run python {path} to make it"
+
+
+def test_every_tutorial_compiles_and_its_package_imports_exist():
+    """A cheap smoke of every tutorial: a renamed or removed import fails the default run."""
+    for path in TUTORIALS:
+        tree = ast.parse(path.read_text(), str(path))
+        compile(tree, str(path), "exec")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("numpyro_flows"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    name = alias.name
+                    assert hasattr(module, name) or importlib.util.find_spec(
+                        f"{node.module}.{name}"
+                    ), f"{path.name}: from {node.module} import {name}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("numpyro_flows"):
+                        importlib.import_module(alias.name)
 
 
 @pytest.fixture
@@ -58,6 +84,7 @@ def run_tutorial(monkeypatch, tmp_path):
     return run
 
 
+@pytest.mark.slow
 def test_01_flow_guides(run_tutorial):
     ns = run_tutorial("01_flow_guides")
     for score in ns["scores"].values():
@@ -70,12 +97,14 @@ def test_02_neutra(run_tutorial):
     assert set(ns["table"]) == {"NUTS", "NeuTra-NUTS"}
 
 
+@pytest.mark.slow
 def test_03_arviz(run_tutorial):
     ns = run_tutorial("03_arviz")
     assert np.isfinite(ns["loos"]["flow"].elpd_loo)
     assert "log_likelihood" in ns["idata"]["flow"].groups()
 
 
+@pytest.mark.slow
 def test_04_density(run_tutorial):
     ns = run_tutorial("04_density")
     assert all(np.isfinite(v) for v in ns["test_log_lik"].values())
@@ -85,3 +114,10 @@ def test_04_density(run_tutorial):
 def test_05_custom_bijection(run_tutorial):
     ns = run_tutorial("05_custom_bijection")
     assert "log-det differs from slogdet(jacfwd)" in ns["broken_message"]
+
+
+@pytest.mark.slow
+def test_06_modes(run_tutorial):
+    ns = run_tutorial("06_modes")
+    assert ns["z"].shape == (ns["NUM_DRAWS"], 2) and np.all(np.isfinite(ns["z"]))
+    assert ns["ring_draws"].shape == (ns["NUM_DRAWS"], 2)

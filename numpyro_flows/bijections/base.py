@@ -106,10 +106,10 @@ class Invert(Bijection):
         self.bijection = bijection
 
     def forward_and_log_det(self, x):
-        return _inverse_and_log_det(self.bijection, x)
+        return inverse_and_log_det(self.bijection, x)
 
     def inverse_and_log_det(self, y):
-        return _forward_and_log_det(self.bijection, y)
+        return forward_and_log_det(self.bijection, y)
 
     def log_abs_det_jacobian(self, x, y, intermediates=None):
         if intermediates is not None:
@@ -141,14 +141,14 @@ class Chain(Bijection):
     def forward_and_log_det(self, x):
         total = 0.0
         for b in self.bijections:
-            x, log_det = _forward_and_log_det(b, x)
+            x, log_det = forward_and_log_det(b, x)
             total = total + log_det
         return x, _like(total, x)
 
     def inverse_and_log_det(self, y):
         total = 0.0
         for b in reversed(self.bijections):
-            y, log_det = _inverse_and_log_det(b, y)
+            y, log_det = inverse_and_log_det(b, y)
             total = total + log_det
         return y, _like(total, y)
 
@@ -221,11 +221,11 @@ class Permuted(Bijection):
         self.inverse_permutation = jnp.argsort(self.permutation)
 
     def forward_and_log_det(self, x):
-        y, log_det = _forward_and_log_det(self.bijection, jnp.take(x, self.permutation, -1))
+        y, log_det = forward_and_log_det(self.bijection, jnp.take(x, self.permutation, -1))
         return jnp.take(y, self.inverse_permutation, -1), log_det
 
     def inverse_and_log_det(self, y):
-        x, log_det = _inverse_and_log_det(self.bijection, jnp.take(y, self.permutation, -1))
+        x, log_det = inverse_and_log_det(self.bijection, jnp.take(y, self.permutation, -1))
         return jnp.take(x, self.inverse_permutation, -1), log_det
 
     def __repr__(self):
@@ -255,15 +255,20 @@ def conditioner_input(x):
     return jnp.where(inside, x, jnp.sign(x) * (c + jnp.log1p(excess)))
 
 
-def _forward_and_log_det(t: Transform, x):
-    """``(y, log_det)`` for our bijections and for any NumPyro transform."""
+def forward_and_log_det(t: Transform, x):
+    """``(t(x), log|det dt/dx|)`` for any transform: one pass for a :class:`Bijection`,
+    ``call_with_intermediates`` and ``log_abs_det_jacobian`` for other NumPyro
+    transforms (what :class:`Chain` and :func:`numpyro_flows.testing.check_transform`
+    use)."""
     if isinstance(t, Bijection):
         return t.forward_and_log_det(x)
     y, inter = t.call_with_intermediates(x)
     return y, t.log_abs_det_jacobian(x, y, inter)
 
 
-def _inverse_and_log_det(t: Transform, y):
+def inverse_and_log_det(t: Transform, y):
+    """``(t^{-1}(y), log|det dt^{-1}/dy|)`` for any transform (see
+    :func:`forward_and_log_det`)."""
     if isinstance(t, Bijection):
         return t.inverse_and_log_det(y)
     x = t.inv(y)

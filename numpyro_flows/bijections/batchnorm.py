@@ -14,8 +14,9 @@ from numpyro_flows.bijections.base import Bijection
 class BatchNorm(Bijection):
     """Normalises in the density direction: ``x = (y - m) / sqrt(v + eps) * exp(g) + b``.
 
-    ``mean``/``var`` are *state* (running statistics, updated by the fitting helper, never
-    by the optimiser); ``log_gamma``/``beta`` are trainable. With ``training=True`` the
+    ``mean``/``var`` are *state* (running statistics, moved by ``Flow.update_state`` with
+    the ``momentum`` of the :class:`~numpyro_flows.layers.BatchNormLayer`, never by the
+    optimiser); ``log_gamma``/``beta`` are trainable. With ``training=True`` the
     density direction uses the statistics of the batch it is given, as in the papers; the
     sampling direction always uses the running statistics.
 

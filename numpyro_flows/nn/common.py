@@ -45,6 +45,25 @@ def get_activation(activation: str | Callable) -> Callable:
     raise TypeError(f"activation must be a name or a callable, got {activation!r}")
 
 
+def activation_name(activation: str | Callable | tuple) -> str | Callable:
+    """The name in ``ACTIVATIONS`` of a known activation, the inverse of
+    :func:`get_activation`.
+
+    A name comes back as it is; a jax function in ``ACTIVATIONS`` or one of NumPyro's
+    elementwise stax layers gives its name; anything else comes back unchanged. Guides
+    keep the name, so that they pickle without a reference to a stax layer.
+    """
+    if isinstance(activation, str):
+        return activation
+    for name, layer in _stax_layers().items():
+        if activation is layer:
+            return name
+    for name, fn in ACTIVATIONS.items():
+        if activation is fn:
+            return name
+    return activation
+
+
 def _stax_layers() -> dict:
     from jax.example_libraries import stax
 
@@ -110,3 +129,14 @@ def as_context(context, x, context_dim: int):
             f"context has shape {context.shape}; its last axis must be context_dim={context_dim}."
         )
     return context
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "activation_name",
+    "as_context",
+    "cast_like",
+    "dense_init",
+    "dense_stack_init",
+    "get_activation",
+]
