@@ -93,7 +93,7 @@ def test_hierarchical_plated_model_with_deterministic_site(preset):
 @pytest.mark.parametrize(
     # The supports come from biject_to, the same for every preset: one in the default run.
     "preset",
-    [pytest.param(p, marks=[pytest.mark.slow] * (p != "spline")) for p in PRESETS],
+    [pytest.param(p, marks=[pytest.mark.slow] * (p != "iaf")) for p in PRESETS],
 )
 def test_constrained_sites_stay_in_their_support(preset):
     guide = PRESETS[preset](constrained)
@@ -227,6 +227,7 @@ def test_wrong_arguments_get_clear_errors():
         AutoIAF(funnel, affine="dense")
 
 
+@pytest.mark.slow
 def test_pickle_and_save_load_in_a_fresh_process(tmp_path):
     guide = AutoNeuralSpline(eight_schools, num_flows=2)
     params = fit(guide, eight_schools, steps=20)  # any trained params will do

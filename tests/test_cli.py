@@ -185,6 +185,7 @@ def test_bad_data_and_an_existing_out_are_refused_in_one_line(files, capsys):
     assert out.read_bytes() == b"previous result"
 
 
+@pytest.mark.slow
 def test_degenerate_weights_fail_the_report_and_strict_exits_3(files):
     """One observation at 1e30 in float64: every importance ratio is swamped. Nested lists
     (a model(data) signature) become arrays; the file gets the umask's mode."""
@@ -202,6 +203,7 @@ def test_degenerate_weights_fail_the_report_and_strict_exits_3(files):
     assert out.stat().st_mode & 0o777 == 0o640
 
 
+@pytest.mark.slow
 def test_neutra_run_report_flags_short_chains(files):
     out = files / "posterior.nc"
     out.write_bytes(b"previous result")
@@ -218,6 +220,7 @@ def test_neutra_run_report_flags_short_chains(files):
     assert out.read_bytes() != b"previous result"  # replaced with --force
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_training_promptly(files):
     args = ["fit", f"{files / 'mymodel.py'}:model", "--data", files / "data.json"]
     args += ["--out", files / "posterior.nc", "--steps", "10000000"]

@@ -110,7 +110,9 @@ def sample(flow_dist, rng_key, num):
 
 
 # ---------------------------------------------------------------------- two moons, 2-D
-@pytest.mark.parametrize("name", FLOWS_2D)
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[pytest.mark.slow] * (n != "neural_spline")) for n in FLOWS_2D]
+)
 def test_two_moons_held_out_log_likelihood_beats_a_gaussian(moons, name):
     _, test, gaussian = moons
     flow, result = fitted(name, 2)

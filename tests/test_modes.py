@@ -129,6 +129,7 @@ def test_svi_with_a_mixture_guide_and_the_stratified_elbo():
     assert 0.4 < float(jnp.mean(draws["x"] > 0)) < 0.6
 
 
+@pytest.mark.slow
 def test_one_flow_where_there_is_one_mode_or_when_told():
     small = {"num_steps": 200, "num_particles": 4, "khat_samples": 0, "progress_bar": False}
     single = fit_guide(jax.random.key(0), two_bumps, modes=False, **small)

@@ -91,6 +91,7 @@ def test_01_flow_guides(run_tutorial):
         assert np.isfinite(score["elbo"]) and np.isfinite(score["khat"])
 
 
+@pytest.mark.slow
 def test_02_neutra(run_tutorial):
     ns = run_tutorial("02_neutra")
     assert ns["result"].samples["theta"].shape == (ns["NUM_CHAINS"], ns["NUM_SAMPLES"], 8)
@@ -111,6 +112,7 @@ def test_04_density(run_tutorial):
     assert ns["z"].shape == (ns["NUM_SAMPLES"], 2)
 
 
+@pytest.mark.slow
 def test_05_custom_bijection(run_tutorial):
     ns = run_tutorial("05_custom_bijection")
     assert "log-det differs from slogdet(jacfwd)" in ns["broken_message"]
