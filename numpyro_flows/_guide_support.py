@@ -140,3 +140,14 @@ def minimise(potential, z0, max_iterations: int, tolerance: float, solver=None):
 
     z, state = jax.lax.while_loop(keep_going, step, (z0, solver.init(z0)))
     return z, optax.tree.get(state, "count"), optax.tree.norm(optax.tree.get(state, "grad"))
+
+
+def inverse_hessian(hessian):
+    """``(covariance, scale_tril, positive)`` of the inverse of a (symmetrised) Hessian:
+    ``positive`` says whether it is positive definite; where it is not, the covariance and
+    its Cholesky factor mean nothing. Traceable (the mode search runs it under ``vmap``)."""
+    hessian = 0.5 * (hessian + hessian.T)
+    eigenvalues, vectors = jnp.linalg.eigh(hessian)
+    positive = eigenvalues.min() > 0
+    covariance = (vectors / jnp.where(positive, eigenvalues, 1.0)) @ vectors.T
+    return covariance, jnp.linalg.cholesky(0.5 * (covariance + covariance.T)), positive

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_flows._guide_support import minimise
+from numpyro_flows._guide_support import inverse_hessian, minimise
 from numpyro_flows.diagnostics import psis_from_log_ratios
 
 
@@ -68,13 +68,10 @@ def laplace_approximation(
     scale_tril = None
     if bool(jnp.all(jnp.isfinite(z))):
         hessian = jax.jit(jax.hessian(potential_fn))(z)
-        hessian = 0.5 * (hessian + hessian.T)
         if bool(jnp.all(jnp.isfinite(hessian))):
-            eigenvalues, vectors = jnp.linalg.eigh(hessian)
-            if bool(eigenvalues.min() > 0):
-                covariance = (vectors / eigenvalues) @ vectors.T
-                chol = jnp.linalg.cholesky(0.5 * (covariance + covariance.T))
-                scale_tril = chol if bool(jnp.all(jnp.isfinite(chol))) else None
+            _, chol, positive = inverse_hessian(hessian)
+            if bool(positive) and bool(jnp.all(jnp.isfinite(chol))):
+                scale_tril = chol
     return LaplaceResult(z, scale_tril, converged, int(count), float(grad_norm))
 
 

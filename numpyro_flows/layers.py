@@ -309,12 +309,9 @@ class BNAFLayer(Layer):
 
 
 @dataclass(frozen=True)
-class ReversedLayer(Layer):
-    """Another layer conjugated by the reversal of the event axis: ``y = R f(R x)``.
-
-    Continues the alternating variable order of a ``Repeat`` (``permutation="reverse"``)
-    in a layer that follows it; identity at init when the wrapped layer is.
-    """
+class _WrappedLayer(Layer):
+    """A layer whose parameters, state and size are those of the layer it wraps; only
+    ``build`` differs."""
 
     layer: Layer
 
@@ -326,6 +323,15 @@ class ReversedLayer(Layer):
 
     def event_size(self, params):
         return self.layer.event_size(params)
+
+
+@dataclass(frozen=True)
+class ReversedLayer(_WrappedLayer):
+    """Another layer conjugated by the reversal of the event axis: ``y = R f(R x)``.
+
+    Continues the alternating variable order of a ``Repeat`` (``permutation="reverse"``)
+    in a layer that follows it; identity at init when the wrapped layer is.
+    """
 
     def build(self, params, context=None, state=None, training=False):
         bijection = self.layer.build(params, context, state, training)
@@ -333,22 +339,11 @@ class ReversedLayer(Layer):
 
 
 @dataclass(frozen=True)
-class InvertLayer(Layer):
+class InvertLayer(_WrappedLayer):
     """The inverse of another layer (e.g. an autoregressive layer in MAF orientation).
 
     Data propagation goes through the inverse without refreshing the wrapped layer.
     """
-
-    layer: Layer
-
-    def init(self, rng_key, dim, context_dim=0, dtype=None):
-        return self.layer.init(rng_key, dim, context_dim, dtype)
-
-    def init_state(self, dim, dtype=None):
-        return self.layer.init_state(dim, dtype)
-
-    def event_size(self, params):
-        return self.layer.event_size(params)
 
     def build(self, params, context=None, state=None, training=False):
         return Invert(self.layer.build(params, context, state, training))

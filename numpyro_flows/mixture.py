@@ -289,9 +289,5 @@ class AutoFlowMixture(AutoFlow):
             )
         return self.get_posterior(params).component(0)
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self._stratum = None
-
 
 __all__ = ["AutoFlowMixture", "FlowMixture", "default_component_flow"]

@@ -35,8 +35,9 @@ from numpyro import handlers, validation_enabled
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.initialization import init_to_sample, init_to_uniform
 from numpyro.infer.util import potential_energy
+from scipy.special import logsumexp
 
-from numpyro_flows._guide_support import minimise
+from numpyro_flows._guide_support import inverse_hessian, minimise
 
 # An end point counts as a mode only if the Newton step to the Laplace mode is shorter
 # than this, in posterior standard deviations (a scale-free convergence test).
@@ -231,18 +232,18 @@ def modes_from_starts(
             len(starts),
             len(order),
         )
-    trils = trils.copy()
-    trils[kept] = _capped_scales(ends[kept], trils[kept])
-    log_mass = -potentials[kept] + np.log(np.diagonal(trils[kept], axis1=1, axis2=2)).sum(-1)
-    log_mass = log_mass - _logsumexp(log_mass)
-    heavy = [i for i, lw in zip(kept, log_mass, strict=True) if lw >= np.log(min_weight)]
-    heavy = sorted(heavy, key=lambda i: -log_mass[kept.index(i)])[:max_modes]
-    log_weights = np.array([log_mass[kept.index(i)] for i in heavy])
+    kept = np.asarray(kept)
+    trils = _capped_scales(ends[kept], trils[kept])
+    log_mass = -potentials[kept] + np.log(np.diagonal(trils, axis1=1, axis2=2)).sum(-1)
+    log_mass = log_mass - logsumexp(log_mass)
+    # Heaviest first; stable, so equal masses keep the order of their potentials.
+    heavy = [j for j in np.argsort(-log_mass, kind="stable") if log_mass[j] >= np.log(min_weight)]
+    heavy = heavy[:max_modes]
     return Modes(
-        locs=ends[heavy],
+        locs=ends[kept[heavy]],
         scale_trils=trils[heavy],
-        log_weights=log_weights - _logsumexp(log_weights),
-        potentials=potentials[heavy],
+        log_weights=log_mass[heavy] - logsumexp(log_mass[heavy]),
+        potentials=potentials[kept[heavy]],
         num_starts=len(starts),
         num_converged=len(order),
     )
@@ -257,12 +258,7 @@ def _search(potential_fn, starts, max_iterations, tolerance):
         def one(z0):
             z, _, _ = minimise(potential_fn, z0, max_iterations, tolerance, _solver())
             value, grad = jax.value_and_grad(potential_fn)(z)
-            hessian = jax.hessian(potential_fn)(z)
-            hessian = 0.5 * (hessian + hessian.T)
-            eigenvalues, vectors = jnp.linalg.eigh(hessian)
-            positive = eigenvalues.min() > 0
-            covariance = (vectors / jnp.where(positive, eigenvalues, 1.0)) @ vectors.T
-            tril = jnp.linalg.cholesky(0.5 * (covariance + covariance.T))
+            covariance, tril, positive = inverse_hessian(jax.hessian(potential_fn)(z))
             # Newton step length in posterior standard deviations: sqrt(g' H^-1 g).
             newton = jnp.sqrt(jnp.abs(grad @ covariance @ grad))
             ok = positive & (newton < MAX_NEWTON_DISTANCE) & jnp.isfinite(value)
@@ -315,12 +311,6 @@ def _capped_scales(locs, trils):
         covariance = (vectors * eigenvalues) @ vectors.T
         capped.append(np.linalg.cholesky(0.5 * (covariance + covariance.T)))
     return np.asarray(capped, trils.dtype)
-
-
-def _logsumexp(x) -> float:
-    x = np.asarray(x, np.float64)
-    top = x.max()
-    return float(top + np.log(np.exp(x - top).sum()))
 
 
 __all__ = ["Modes", "find_modes", "modes_from_starts", "start_points"]

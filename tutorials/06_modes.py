@@ -29,11 +29,14 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
-from jax.scipy.special import logsumexp
 
 from numpyro_flows import fit_guide, to_inference_data
+from numpyro_flows.examples import (
+    dual_moon,
+    dual_moon_log_density,
+    ring_of_gaussians,
+    ring_of_gaussians_log_density,
+)
 
 # --fast (or NUMPYRO_FLOWS_FAST=1): tiny step counts, figures to a temporary directory.
 FAST = "--fast" in sys.argv or os.environ.get("NUMPYRO_FLOWS_FAST") == "1"
@@ -52,32 +55,11 @@ NUM_DRAWS = 500 if FAST else 5000
 # ## Two targets with a known density
 #
 # The dual moon (two crescents on a ring) and a ring of eight Gaussians (sd 0.5, radius
-# 5). Both are written as a `numpyro.factor` on an improper flat prior, so the posterior
-# *is* the density, and we can integrate it on a grid to get its normaliser, hence the
-# exact KL(q‖p) of any guide.
-
+# 5), from `numpyro_flows.examples`. Both are a `numpyro.factor` on an improper flat prior
+# over `z`, so the posterior *is* the density, and we can integrate it on a grid to get its
+# normaliser, hence the exact KL(q‖p) of any guide.
 
 # %%
-def dual_moon_log_density(z):
-    ring = -0.5 * ((jnp.linalg.norm(z, axis=-1) - 2.0) / 0.4) ** 2
-    sides = jnp.stack([-0.5 * ((z[..., 0] - s) / 0.6) ** 2 for s in (2.0, -2.0)])
-    return ring + logsumexp(sides, axis=0)
-
-
-def ring_log_density(z):
-    angles = jnp.arange(8) * 2 * jnp.pi / 8
-    means = 5.0 * jnp.stack([jnp.cos(angles), jnp.sin(angles)], -1)
-    return logsumexp(-0.5 * jnp.sum((z[..., None, :] - means) ** 2, -1) / 0.25, -1)
-
-
-def density_model(log_density):
-    def model():
-        z = numpyro.sample("z", dist.ImproperUniform(dist.constraints.real_vector, (), (2,)))
-        numpyro.factor("target", log_density(z))
-
-    return model
-
-
 GRID = np.linspace(-7.0, 7.0, 281)
 POINTS = jnp.asarray(np.stack(np.meshgrid(GRID, GRID, indexing="ij"), -1))
 CELL = (GRID[1] - GRID[0]) ** 2
@@ -114,7 +96,6 @@ def draws_of(fit, key=1):
 # KL(q‖p) comes out at about log 2 = 0.69: one crescent. Its k-hat looks fine.
 
 # %%
-dual_moon = density_model(dual_moon_log_density)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # a short --fast run may have a doubtful k-hat
     one_flow = fit_guide(jax.random.key(0), dual_moon, modes=False, progress_bar=False, **FIT)
@@ -140,10 +121,9 @@ print("weights", np.round(mixture.guide.mixture_weights(mixture.params), 3))
 # search finds all eight and each component gets about an eighth of the draws.
 
 # %%
-ring = density_model(ring_log_density)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    ring_fit = fit_guide(jax.random.key(0), ring, progress_bar=False, **FIT)
+    ring_fit = fit_guide(jax.random.key(0), ring_of_gaussians, progress_bar=False, **FIT)
 ring_draws = draws_of(ring_fit)
 sector = np.round(np.arctan2(ring_draws[:, 1], ring_draws[:, 0]) / (np.pi / 4)).astype(int) % 8
 print(ring_fit.modes)
@@ -154,7 +134,7 @@ fig, axes = plt.subplots(1, 3, figsize=(13, 4.3))
 panels = [
     (dual_moon_log_density, one_flow, "dual moon: one flow (modes=False)"),
     (dual_moon_log_density, mixture, "dual moon: fit_guide defaults"),
-    (ring_log_density, ring_fit, "ring of eight: fit_guide defaults"),
+    (ring_of_gaussians_log_density, ring_fit, "ring of eight: fit_guide defaults"),
 ]
 for ax, (log_density, fit, title) in zip(axes, panels, strict=True):
     density = np.exp(np.asarray(log_density(POINTS)))
