@@ -45,6 +45,7 @@ from numpyro_flows.bijections import (
     Permuted,
     Planar,
     Radial,
+    Reversed,
     Scan,
 )
 from numpyro_flows.bijections.batchnorm import batch_statistics
@@ -334,8 +335,7 @@ class ReversedLayer(_WrappedLayer):
     """
 
     def build(self, params, context=None, state=None, training=False):
-        bijection = self.layer.build(params, context, state, training)
-        return Permuted(bijection, np.arange(self.event_size(params))[::-1].astype(np.int32))
+        return Reversed(self.layer.build(params, context, state, training))
 
 
 @dataclass(frozen=True)
@@ -593,13 +593,16 @@ class Repeat(Layer):
         return bijection if perm is None else Permuted(bijection, perm)
 
     def build(self, params, context=None, state=None, training=False):
-        perms = self.permutations(self.event_size(params))
+        # The reversed order is a static flip inside the loop (see Scan), not a gather.
+        alternate_reverse = self.permutation == "reverse"
+        perms = None if alternate_reverse else self.permutations(self.event_size(params))
 
         def one(p, s, perm):
             return self._wrap(self.layer.build(p, context, s, training), perm)
 
         in_axes = (0, None if state is None else 0, None if perms is None else 0)
-        return Scan(jax.vmap(one, in_axes=in_axes)(params, state, perms))
+        layers = jax.vmap(one, in_axes=in_axes)(params, state, perms)
+        return Scan(layers, alternate_reverse=alternate_reverse)
 
     def propagate(self, params, state, y, context=None, op="data_init"):
         perms = self.permutations(self.event_size(params))

@@ -10,7 +10,7 @@ radial, ActNorm, LU linear, permutations, batch norm) stand on their own.
 from numpyro_flows.bijections.actnorm import ActNorm
 from numpyro_flows.bijections.affine import Affine
 from numpyro_flows.bijections.autoregressive import MaskedAutoregressive
-from numpyro_flows.bijections.base import Bijection, Chain, Invert, Permuted, Scan
+from numpyro_flows.bijections.base import Bijection, Chain, Invert, Permuted, Reversed, Scan
 from numpyro_flows.bijections.batchnorm import BatchNorm
 from numpyro_flows.bijections.bnaf import BlockNeuralAutoregressive
 from numpyro_flows.bijections.composed import ComposedTransformer
@@ -38,6 +38,7 @@ __all__ = [
     "MaskedAutoregressive",
     "Permute",
     "Permuted",
+    "Reversed",
     "Planar",
     "Radial",
     "RationalQuadraticSpline",

@@ -30,6 +30,7 @@ on vectors (``domain = codomain = real_vector``, one event axis) and keeps this 
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import jax
@@ -162,12 +163,24 @@ class Scan(Bijection):
     ``layers`` is a single bijection whose leaves carry a leading axis of size ``L``
     (layer ``i`` is ``jax.tree.map(lambda a: a[i], layers)``). The loop body is traced once,
     so compile time does not grow with depth.
+
+    With ``alternate_reverse=True`` every odd layer is conjugated by the reversal of the
+    event axis, ``y = R f_i(R x)`` (the ``"reverse"`` order of a
+    :class:`~numpyro_flows.layers.Repeat`). The loop then applies one static reversal after
+    each layer (``R f_i`` for all ``i``, and once more at the end when ``L`` is odd): the
+    same map as conjugating, without an index gather per layer and its gradient.
+
+    Called outside any JAX transformation (as ``SVI.init`` and ``sample_posterior`` do),
+    the loop runs as one jitted function cached on the bijection's structure, instead of
+    compiling a new ``scan`` on every call.
     """
 
     children = ("layers",)
+    static = ("alternate_reverse",)
 
-    def __init__(self, layers: Bijection):
+    def __init__(self, layers: Bijection, alternate_reverse: bool = False):
         self.layers = layers
+        self.alternate_reverse = bool(alternate_reverse)
 
     @property
     def num_layers(self) -> int:
@@ -176,16 +189,26 @@ class Scan(Bijection):
 
     def layer(self, i: int) -> Bijection:
         """Layer ``i`` as a bijection of its own."""
-        return jax.tree.map(lambda a: a[i], self.layers)
+        layer = jax.tree.map(lambda a: a[i], self.layers)
+        return Reversed(layer) if self.alternate_reverse and i % 2 else layer
 
     def _run(self, x, reverse: bool):
+        flip = self.alternate_reverse
+        odd_tail = flip and self.num_layers % 2 == 1
+
         def step(layer, v):
-            return layer.inverse_and_log_det(v) if reverse else layer.forward_and_log_det(v)
+            if not reverse:
+                v, log_det = layer.forward_and_log_det(v)
+                return (_reverse(v) if flip else v), log_det
+            return layer.inverse_and_log_det(_reverse(v) if flip else v)
 
         # The carry must keep its shape: broadcast x against the batch shape of one layer
         # (a context may have more batch axes than x).
-        out = jax.eval_shape(step, self.layer(0), x)
+        first = jax.tree.map(lambda a: a[0], self.layers)
+        out = jax.eval_shape(step, first, x)
         x = jnp.broadcast_to(x, out[0].shape)
+        if reverse and odd_tail:
+            x = _reverse(x)
 
         def body(carry, layer):
             v, total = carry
@@ -194,16 +217,60 @@ class Scan(Bijection):
 
         init = (x, jnp.zeros(out[1].shape, jnp.result_type(x)))
         (x, total), _ = jax.lax.scan(body, init, self.layers, reverse=reverse)
+        if not reverse and odd_tail:
+            x = _reverse(x)
         return x, total
 
     def forward_and_log_det(self, x):
+        if _is_concrete((self, x)):
+            return _run_scan(self, x, False)
         return self._run(x, reverse=False)
 
     def inverse_and_log_det(self, y):
+        if _is_concrete((self, y)):
+            return _run_scan(self, y, True)
         return self._run(y, reverse=True)
 
     def __repr__(self):
-        return f"Scan({self.num_layers} x {self.layer(0)!r})"
+        order = ", alternate_reverse" if self.alternate_reverse else ""
+        return f"Scan({self.num_layers} x {jax.tree.map(lambda a: a[0], self.layers)!r}{order})"
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _run_scan(scan: Scan, x, reverse: bool):
+    return scan._run(x, reverse)
+
+
+def _is_concrete(tree) -> bool:
+    """No leaf is a tracer: we are outside ``jit``, ``grad`` and ``vmap``."""
+    return not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(tree))
+
+
+def _reverse(v):
+    return jnp.flip(v, -1)
+
+
+class Reversed(Bijection):
+    """Conjugates a bijection by the reversal of the event axis: ``y = R f(R x)``.
+
+    A :class:`Permuted` with the reversed order, as a static flip instead of a gather.
+    """
+
+    children = ("bijection",)
+
+    def __init__(self, bijection: Transform):
+        self.bijection = bijection
+
+    def forward_and_log_det(self, x):
+        y, log_det = forward_and_log_det(self.bijection, _reverse(x))
+        return _reverse(y), log_det
+
+    def inverse_and_log_det(self, y):
+        x, log_det = inverse_and_log_det(self.bijection, _reverse(y))
+        return _reverse(x), log_det
+
+    def __repr__(self):
+        return f"Reversed({self.bijection!r})"
 
 
 class Permuted(Bijection):
@@ -248,11 +315,9 @@ def conditioner_input(x):
     gradients and the inverse stay finite and well-conditioned at ``|x| = 1e4``.
     """
     c = CONDITIONER_INPUT_SCALE
-    magnitude = jnp.abs(x)
-    inside = magnitude <= c
-    # Double where: log1p never sees a negative argument, not even in the unused branch.
-    excess = jnp.where(inside, 0.0, magnitude - c)
-    return jnp.where(inside, x, jnp.sign(x) * (c + jnp.log1p(excess)))
+    # log1p only ever sees a non-negative argument (0 inside, where its term vanishes).
+    excess = jnp.maximum(jnp.abs(x) - c, 0.0)
+    return jnp.clip(x, -c, c) + jnp.sign(x) * jnp.log1p(excess)
 
 
 def forward_and_log_det(t: Transform, x):

@@ -55,38 +55,46 @@ class RationalQuadraticSpline(Transformer):
 
     def knots(self, params):
         """Knot positions ``(..., K+1)`` in x and y, and derivatives ``(..., K+1)``."""
+        table = self._table(params)
+        return table[..., 0, :], table[..., 1, :], table[..., 2, :]
+
+    def _table(self, params):
+        """x positions, y positions and derivatives of the knots, stacked: ``(..., 3, K+1)``.
+
+        Written with few array operations (one softmax for widths and heights, their
+        cumulative sums as one product with a triangular matrix, one table): a guide's
+        compile time grows with the operations in its gradient, not with their size.
+        """
         k = self.num_bins
-        xs = self._positions(params[..., :k], self.min_bin_width)
-        ys = self._positions(params[..., k : 2 * k], self.min_bin_height)
+        dtype = params.dtype
+        raw = params[..., : 2 * k].reshape(params.shape[:-1] + (2, k))
+        minimum = np.array([[self.min_bin_width], [self.min_bin_height]])
+        sizes = (minimum + (1 - minimum * k) * jax.nn.softmax(raw, axis=-1)).astype(dtype)
+        # Interior edges: the sums of the first 1..K-1 sizes.
+        edges = 2 * self.bound * (sizes @ np.triu(np.ones((k, k - 1), dtype))) - self.bound
+        # The outer edges are exactly -bound and bound (no cumsum rounding).
+        low = jnp.full(edges.shape[:-1] + (1,), -self.bound, dtype)
+        positions = jnp.concatenate([low, edges, -low], axis=-1)
         # softplus(shift) = 1 - min_derivative, so raw 0 gives derivative 1.
         shift = float(np.log(np.expm1(1.0 - self.min_derivative)))
-        inner = self.min_derivative + jax.nn.softplus(params[..., 2 * k :] + shift)
-        ones = jnp.ones(inner.shape[:-1] + (1,), inner.dtype)
-        return xs, ys, jnp.concatenate([ones, inner, ones], axis=-1)
+        inner = self.min_derivative + jax.nn.softplus(params[..., None, 2 * k :] + shift)
+        ones = jnp.ones(inner.shape[:-1] + (1,), dtype)
+        derivatives = jnp.concatenate([ones, inner, ones], axis=-1)
+        return jnp.concatenate([positions, derivatives], axis=-2)
 
-    def _positions(self, raw, minimum):
-        sizes = minimum + (1 - minimum * self.num_bins) * jax.nn.softmax(raw, axis=-1)
-        edges = jnp.cumsum(sizes, axis=-1)
-        edges = 2 * self.bound * edges - self.bound
-        zero = jnp.full(edges.shape[:-1] + (1,), -self.bound, edges.dtype)
-        # Pin the last edge exactly to the bound (cumsum rounding).
-        return jnp.concatenate([zero, edges[..., :-1], zero + 2 * self.bound], axis=-1)
-
-    def _bin(self, v, edges, xs, ys, ds):
-        """Left/right knot values of the bin that ``v`` falls in.
+    def _bin(self, v, axis: int, table):
+        """Left and right knots ``(x, y, d)`` of the bin that ``v`` falls in, where bins
+        are delimited along row ``axis`` of the knot table (0: x, 1: y).
 
         A one-hot selection rather than a gather: for a handful of bins it is faster on
         CPU, and its gradient is a dense product instead of a scatter.
         """
         k = self.num_bins
-        idx = jnp.sum(v[..., None] >= edges[..., 1:-1], axis=-1)
-        onehot = (idx[..., None] == jnp.arange(k)).astype(v.dtype)
-
-        def pick(a):
-            return jnp.sum(onehot * a[..., :-1], -1), jnp.sum(onehot * a[..., 1:], -1)
-
-        (x0, x1), (y0, y1), (d0, d1) = pick(xs), pick(ys), pick(ds)
-        return x0, x1, y0, y1, d0, d1
+        idx = jnp.sum(v[..., None] >= table[..., axis, 1:-1], axis=-1)
+        onehot = (idx[..., None] == jnp.arange(k)).astype(v.dtype)[..., None, :]
+        left = jnp.sum(onehot * table[..., :-1], -1)
+        right = jnp.sum(onehot * table[..., 1:], -1)
+        return left[..., 0], right[..., 0], left[..., 1], right[..., 1], left[..., 2], right[..., 2]
 
     def _broadcast(self, v, params):
         shape = jnp.broadcast_shapes(v.shape, params.shape[:-1])
@@ -97,12 +105,12 @@ class RationalQuadraticSpline(Transformer):
 
     def forward_and_log_det(self, x, params):
         x, params = self._broadcast(x, params)
-        xs, ys, ds = self.knots(params)
+        table = self._table(params)
         inside = self._inside(x)
         # Double where: evaluate the spline at a safe point outside, so that neither the
         # value nor its gradient can be NaN in the branch that is thrown away.
         x_in = jnp.where(inside, x, 0.0)
-        x0, x1, y0, y1, d0, d1 = self._bin(x_in, xs, xs, ys, ds)
+        x0, x1, y0, y1, d0, d1 = self._bin(x_in, 0, table)
         width, height = x1 - x0, y1 - y0
         slope = height / width
         xi = jnp.clip((x_in - x0) / width, 0.0, 1.0)
@@ -118,10 +126,10 @@ class RationalQuadraticSpline(Transformer):
 
     def inverse_and_log_det(self, y, params):
         y, params = self._broadcast(y, params)
-        xs, ys, ds = self.knots(params)
+        table = self._table(params)
         inside = self._inside(y)
         y_in = jnp.where(inside, y, 0.0)
-        x0, x1, y0, y1, d0, d1 = self._bin(y_in, ys, xs, ys, ds)
+        x0, x1, y0, y1, d0, d1 = self._bin(y_in, 1, table)
         width, height = x1 - x0, y1 - y0
         slope = height / width
         dy = y_in - y0
