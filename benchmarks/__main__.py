@@ -4,7 +4,10 @@
     python -m benchmarks --quick    # a few minutes: smaller budgets, one seed
     python -m benchmarks --only speed quality
 
-Sections: ``speed`` (SVI step and compile time, compile time against depth), ``quality``
+Sections: ``compile_time`` (set-up + compile of each guide, before and after a change:
+``python -m benchmarks.compile_time --before-ref REF``), ``time_to_quality`` (KL at equal
+wall budgets with compile included, and long runs), ``speed`` (SVI step and compile time,
+compile time against depth), ``quality``
 (equal wall-clock budget: ELBO, KL, k-hat), ``modes`` (multimodal targets: KL, share of
 draws per mode), ``neutra`` (NeuTra-NUTS vs NUTS),
 ``posteriordb`` (accuracy against reference posteriors) and, from their own modules,
@@ -20,6 +23,8 @@ import importlib
 from benchmarks.report import write_report
 
 SECTIONS = {
+    "compile_time": "benchmarks.compile_time",
+    "time_to_quality": "benchmarks.time_to_quality",
     "speed": "benchmarks.speed",
     "quality": "benchmarks.quality",
     "modes": "benchmarks.modes",

@@ -80,6 +80,69 @@ def speed_section(p) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compile_time_section(p) -> str:
+    lines = ["## Set-up + compile time, before and after\n", _machine(p)]
+    lines.append(
+        f"funnel-10, {p['particles']} ELBO particles: wall time of a second `svi.run(key, 1)` "
+        "with a new guide of a kind already used in the process (set-up, tracing, XLA "
+        "compilation and one step: what a change of model or data costs in a notebook). "
+        f"Before: the package at `{p['before_ref']}`; after: this version; worker processes "
+        f"alternate between the two, medians of {p['repeats']} (seeds 0 and 1).\n"
+    )
+    lines.extend(_note(p))
+    after, before = p["seconds"]["after"], p["seconds"].get("before", {})
+    lines.append(
+        "| guide | layers | before (s) | after (s) | after / NumPyro `AutoMultivariateNormal` |"
+    )
+    lines.append("|---|---:|---:|---:|---:|")
+    floor = after.get("numpyro.AutoMultivariateNormal|None")
+    for key, value in after.items():
+        name, depth = key.split("|")
+        ratio = value / floor if floor else None
+        lines.append(
+            f"| {name} | {'default' if depth == 'None' else depth} | {_fmt(before.get(key), 2)} | "
+            f"{value:.2f} | {_fmt(ratio, 2)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def time_to_quality_section(p) -> str:
+    lines = ["## Time to quality (compile included) and long runs\n", _machine(p)]
+    lines.append(
+        f"{p['model']}, {p['particles']} particles: each guide trains as many steps as fit in "
+        "the wall budget after its own set-up + compile; KL(q‖p) from 10 000 draws (exact: "
+        "the funnel is normalised); medians of two seeds. Both schedules for every guide.\n"
+    )
+    lines.extend(_note(p))
+    schedules = None
+    for budget, rows in p["budgets"].items():
+        schedules = [k for k in next(iter(rows.values())) if k != "steps"]
+        lines.append(f"\n**wall budget {float(budget):.0f} s**\n")
+        lines.append(
+            "| guide | set-up + compile (s) | step (µs) | steps | "
+            + " | ".join(f"KL, {s}" for s in schedules)
+            + " |"
+        )
+        lines.append("|---|---:|---:|---:|" + "---:|" * len(schedules))
+        for name, row in rows.items():
+            cost = p["costs"][name]
+            lines.append(
+                f"| {name} | {cost['setup_compile_s']:.2f} | {cost['step_us']:.0f} | "
+                f"{row['steps']} | " + " | ".join(_fmt(row[s]["kl"]) for s in schedules) + " |"
+            )
+    lines.append("\n**Long runs** (seed 0; KL at the end, or the first non-finite step)\n")
+    lines.append("| guide | schedule | steps | KL | first non-finite loss |")
+    lines.append("|---|---|---:|---:|---:|")
+    for name, runs in p["long_runs"].items():
+        for schedule, r in runs.items():
+            bad = r["first_non_finite_step"]
+            lines.append(
+                f"| {name} | {schedule} | {r['steps']} | {_fmt(r['kl'])} | "
+                f"{'–' if bad is None else f'step {bad}'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def quality_section(p) -> str:
     lines = ["## Quality at an equal wall-clock budget\n", _machine(p)]
     lines.extend(_note(p))
@@ -271,6 +334,8 @@ def posteriordb_defaults_section(p) -> str:
 
 
 SECTIONS = {
+    "compile_time": compile_time_section,
+    "time_to_quality": time_to_quality_section,
     "speed": speed_section,
     "quality": quality_section,
     "modes": modes_section,

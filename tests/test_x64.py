@@ -1,7 +1,7 @@
 """Runs the float64 checks in a separate process, since x64 is global JAX state.
 
-The default run checks two flows (IAF, the flow of ``fit_guide``'s default guide, and Glow,
-which the checks also run at D=50); the run over every registered flow is marked ``slow``.
+The default run checks IAF, the flow of ``fit_guide``'s default guide; the run over every
+registered flow (and Glow at D=50, far from the identity) is marked ``slow``.
 """
 
 import os
@@ -30,8 +30,8 @@ def run_x64_checks(names=None):
     return result.stdout
 
 
-def test_float64_end_to_end_for_two_flows():
-    assert run_x64_checks(["iaf", "glow"]).count("ok") == 2
+def test_float64_end_to_end_for_the_default_guide_flow():
+    assert run_x64_checks(["iaf"]).count("ok") == 1
 
 
 @pytest.mark.slow
