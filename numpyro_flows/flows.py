@@ -22,13 +22,20 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from numpyro_flows.bijections import Affine, Bijection, ComposedTransformer, RationalQuadraticSpline
+from numpyro_flows.bijections import (
+    Additive,
+    Affine,
+    Bijection,
+    ComposedTransformer,
+    RationalQuadraticSpline,
+)
 from numpyro_flows.layers import (
     ActNormLayer,
     AutoregressiveLayer,
     BatchNormLayer,
     BNAFLayer,
     CouplingLayer,
+    ElementwiseLayer,
     InvertLayer,
     Layer,
     LULinearLayer,
@@ -103,14 +110,18 @@ class Flow:
         The pytree structure and array shapes must be those :meth:`init` gives (for some
         ``D`` and context size), so the params of another flow or guide get a clear error
         here instead of a shape error deep inside a ``vmap``. Returns ``None`` (nothing
-        checked) for a user-defined layer without ``event_size``.
+        checked) for a user-defined layer without ``event_size`` and for a flow of
+        parameter-free layers only.
 
         Raises:
             ValueError: naming the first parameter that does not fit, what was expected
                 and what was given.
         """
         try:
-            event_size = int(self.layer.event_size(params))
+            event_size = self.layer.event_size(params)
+            if event_size is None:  # only parameter-free layers: any size fits
+                return None
+            event_size = int(event_size)
         except NotImplementedError:
             return None
         except (KeyError, IndexError, TypeError, AttributeError) as error:
@@ -346,6 +357,29 @@ def maf(
     )
 
 
+def nice(
+    num_flows: int = 4,
+    hidden_dims: Hidden = None,
+    *,
+    nonlinearity: str | Callable = "relu",
+) -> Flow:
+    """NICE: additive coupling layers, then a diagonal scaling layer.
+
+    Dinh, Krueger and Bengio (2015), https://arxiv.org/abs/1410.8516. Each coupling layer
+    shifts half of the vector by an MLP of the other half (log-det 0; halves alternate
+    between layers); the last layer, ``y = x * exp(s) + b`` per coordinate (the paper's
+    scaling layer, with a shift), carries all of the volume change. Both directions are
+    one pass.
+
+    Args:
+        num_flows: number of additive coupling layers (the paper uses 4).
+        hidden_dims: MLP hidden widths; default two layers of ``max(2 D, 16)``.
+        nonlinearity: activation name or callable (the paper's ReLU by default).
+    """
+    coupling = Repeat(CouplingLayer(Additive(), _hidden(hidden_dims), nonlinearity), num_flows)
+    return Flow(Sequential((coupling, ElementwiseLayer(Affine()))), "nice")
+
+
 def realnvp(
     num_flows: int = 4,
     hidden_dims: Hidden = None,
@@ -482,4 +516,15 @@ def bnaf(
     return Flow(Sequential((stack, last)), "bnaf")
 
 
-__all__ = ["Flow", "bnaf", "glow", "iaf", "maf", "neural_spline", "planar", "radial", "realnvp"]
+__all__ = [
+    "Flow",
+    "bnaf",
+    "glow",
+    "iaf",
+    "maf",
+    "neural_spline",
+    "nice",
+    "planar",
+    "radial",
+    "realnvp",
+]

@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro.distributions.transforms import ParameterFreeTransform, Transform
 
 from numpyro_flows.bijections import (
     ActNorm,
@@ -47,6 +48,7 @@ from numpyro_flows.bijections import (
     Radial,
     Reversed,
     Scan,
+    lift_elementwise,
 )
 from numpyro_flows.bijections.batchnorm import batch_statistics
 from numpyro_flows.bijections.bnaf import BlockNeuralAutoregressive
@@ -498,6 +500,54 @@ class BatchNormLayer(Layer):
         return True
 
 
+@dataclass(frozen=True, eq=False)
+class TransformLayer(Layer):
+    """A fixed NumPyro transform as a layer without parameters.
+
+    An elementwise transform (``event_dim == 0``: ``SigmoidTransform``, ``TanhTransform``,
+    ``SoftplusTransform``, ``PowerTransform``, ...) acts on every coordinate of the vector
+    (:class:`~numpyro_flows.bijections.ElementwiseTransform`); a vector transform is used
+    as it is. A context, if the flow has one, does not reach it. :class:`Sequential` wraps
+    transforms given among its layers in this automatically::
+
+        flows.Flow(Sequential((CouplingLayer(Affine()), SigmoidTransform())))
+    """
+
+    transform: Any
+
+    def __post_init__(self):
+        if not isinstance(self.transform, Transform):
+            raise TypeError(
+                f"TransformLayer takes a NumPyro Transform, got {type(self.transform).__name__}."
+            )
+        if self.transform.domain.event_dim > 1:
+            raise ValueError(
+                f"{self.transform!r} acts on events of {self.transform.domain.event_dim} "
+                "dimensions; flow layers act on vectors (event_dim 0 or 1)."
+            )
+
+    # Static data of jitted functions: hashable. NumPyro transforms define __eq__ (equal
+    # when of one parameter-free type) and so no hash; parameterised ones compare by identity.
+    def _key(self):
+        t = self.transform
+        return type(t) if isinstance(t, ParameterFreeTransform) else id(t)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def init(self, rng_key, dim, context_dim=0, dtype=None):
+        return ()
+
+    def event_size(self, params):
+        return None  # any size: it has no parameters
+
+    def build(self, params, context=None, state=None, training=False):
+        return lift_elementwise(self.transform)
+
+
 @dataclass(frozen=True)
 class Sequential(Layer):
     """Layers applied in order (base -> target); params and state are tuples."""
@@ -505,7 +555,8 @@ class Sequential(Layer):
     layers: tuple[Layer, ...]
 
     def __post_init__(self):
-        object.__setattr__(self, "layers", tuple(self.layers))
+        layers = tuple(TransformLayer(x) if isinstance(x, Transform) else x for x in self.layers)
+        object.__setattr__(self, "layers", layers)
 
     def init(self, rng_key, dim, context_dim=0, dtype=None):
         keys = jax.random.split(rng_key, len(self.layers))
@@ -516,7 +567,9 @@ class Sequential(Layer):
         return None if all(s is None for s in states) else states
 
     def event_size(self, params):
-        return self.layers[0].event_size(params[0])
+        # The first layer that knows it (parameter-free layers fit any size).
+        sizes = (layer.event_size(p) for layer, p in zip(self.layers, params))
+        return next((size for size in sizes if size is not None), None)
 
     def _states(self, state):
         return (None,) * len(self.layers) if state is None else state
@@ -636,6 +689,7 @@ __all__ = [
     "Repeat",
     "ReversedLayer",
     "Sequential",
+    "TransformLayer",
     "sublayers",
     "with_batch_norm_momentum",
 ]

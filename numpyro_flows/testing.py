@@ -20,7 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions.transforms import Transform
 
-from numpyro_flows.bijections.base import forward_and_log_det, inverse_and_log_det
+from numpyro_flows.bijections.base import (
+    forward_and_log_det,
+    inverse_and_log_det,
+    lift_elementwise,
+)
 
 
 class TransformReport(NamedTuple):
@@ -94,7 +98,9 @@ def check_transform(
 
     Args:
         transform: any NumPyro ``Transform`` with ``event_dim == 1`` (our bijections, or
-            a layer of your own).
+            a layer of your own), or an elementwise one (``event_dim == 0``), checked as
+            the vector bijection it is in a flow
+            (:class:`~numpyro_flows.bijections.ElementwiseTransform`).
         x: inputs ``(..., D)``; every leading index is one test point.
         inverse: check the inverse round trip ``|T^{-1}(T(x)) - x| <= rtol * max(1, |x|)``
             (sup norm per point) and that the inverse log-det is minus the forward one (up
@@ -124,6 +130,8 @@ def check_transform(
     x = jnp.asarray(x)
     if x.ndim < 1:
         _fail("x must have an event axis: shape (..., D).")
+    # An elementwise NumPyro transform is checked as the vector bijection a flow uses.
+    transform = lift_elementwise(transform)
     name = type(transform).__name__
     leaves, rebuild = float_leaves(transform)
     flat = x.reshape(-1, x.shape[-1])

@@ -5,6 +5,8 @@ Adding a bijection to the library means adding one entry here.
 
 from functools import partial
 
+from numpyro.distributions.transforms import AffineTransform
+
 from numpyro_flows import flows
 from numpyro_flows.bijections import Affine, RationalQuadraticSpline
 from numpyro_flows.layers import (
@@ -27,6 +29,7 @@ FACTORIES = {
     "iaf": flows.iaf,
     "maf": flows.maf,
     "realnvp": flows.realnvp,
+    "nice": flows.nice,
     "neural_spline": flows.neural_spline,
     "neural_spline_coupling": partial(flows.neural_spline, coupling=True),
     "planar": flows.planar,
@@ -65,6 +68,10 @@ LAYERS = {
     "batchnorm": (BatchNormLayer(), False),
     "bnaf_gated": (BNAFLayer((4,), residual="gated"), True),
     "chain": (Sequential((ActNormLayer(), LULinearLayer())), False),
+    # A NumPyro elementwise transform among the layers, lifted to the vector event (the
+    # bounded ones, sigmoid, tanh, softplus, are checked on their domains in
+    # test_elementwise.py: no float inverse exists at |x| = 1e4).
+    "chain_numpyro_elementwise": (Sequential((ActNormLayer(), AffineTransform(0.5, 2.0))), False),
     "scan_random_permutation": (
         Repeat(AutoregressiveLayer(Affine()), 3, permutation="random"),
         True,

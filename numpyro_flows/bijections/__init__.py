@@ -8,14 +8,24 @@ radial, ActNorm, LU linear, permutations, batch norm) stand on their own.
 """
 
 from numpyro_flows.bijections.actnorm import ActNorm
+from numpyro_flows.bijections.additive import Additive
 from numpyro_flows.bijections.affine import Affine
 from numpyro_flows.bijections.autoregressive import MaskedAutoregressive
-from numpyro_flows.bijections.base import Bijection, Chain, Invert, Permuted, Reversed, Scan
+from numpyro_flows.bijections.base import (
+    Bijection,
+    Chain,
+    ElementwiseTransform,
+    Invert,
+    Permuted,
+    Reversed,
+    Scan,
+    lift_elementwise,
+)
 from numpyro_flows.bijections.batchnorm import BatchNorm
 from numpyro_flows.bijections.bnaf import BlockNeuralAutoregressive
 from numpyro_flows.bijections.composed import ComposedTransformer
 from numpyro_flows.bijections.coupling import Coupling
-from numpyro_flows.bijections.elementwise import Elementwise
+from numpyro_flows.bijections.elementwise import Elementwise, TanhTransform
 from numpyro_flows.bijections.lu import LULinear
 from numpyro_flows.bijections.permute import Permute, Reverse
 from numpyro_flows.bijections.planar import Planar
@@ -25,6 +35,7 @@ from numpyro_flows.bijections.transformer import Transformer, bounded_log_scale
 
 __all__ = [
     "ActNorm",
+    "Additive",
     "Affine",
     "BatchNorm",
     "Bijection",
@@ -33,6 +44,7 @@ __all__ = [
     "ComposedTransformer",
     "Coupling",
     "Elementwise",
+    "ElementwiseTransform",
     "Invert",
     "LULinear",
     "MaskedAutoregressive",
@@ -44,6 +56,8 @@ __all__ = [
     "RationalQuadraticSpline",
     "Reverse",
     "Scan",
+    "TanhTransform",
     "Transformer",
     "bounded_log_scale",
+    "lift_elementwise",
 ]

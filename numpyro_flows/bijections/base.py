@@ -137,7 +137,9 @@ class Chain(Bijection):
     children = ("bijections",)
 
     def __init__(self, bijections):
-        self.bijections = tuple(bijections)
+        # NumPyro's elementwise transforms (SigmoidTransform, ExpTransform, ...) act on each
+        # coordinate; lifted, their log-det is summed over the event axis.
+        self.bijections = tuple(lift_elementwise(b) for b in bijections)
 
     def forward_and_log_det(self, x):
         total = 0.0
@@ -320,11 +322,67 @@ def conditioner_input(x):
     return jnp.clip(x, -c, c) + jnp.sign(x) * jnp.log1p(excess)
 
 
+class ElementwiseTransform(Bijection):
+    """A NumPyro elementwise transform (``event_dim == 0``: ``SigmoidTransform``,
+    ``TanhTransform``, ``SoftplusTransform``, ``PowerTransform``, ``ExpTransform``, an
+    ``AffineTransform`` with scalar or per-coordinate parameters, ...) as a bijection of
+    vectors: it acts on every coordinate and its log-det is summed over the event axis.
+
+    :class:`Chain`, :class:`~numpyro_flows.layers.Sequential` and
+    :func:`~numpyro_flows.testing.check_transform` wrap elementwise transforms in this
+    automatically (:func:`lift_elementwise`). The domain and codomain are the transform's,
+    one event axis up (e.g. ``SigmoidTransform`` maps vectors in ``R^D`` into ``(0, 1)^D``).
+    """
+
+    children = ("transform",)
+
+    def __init__(self, transform: Transform):
+        if not isinstance(transform, Transform) or transform.domain.event_dim != 0:
+            raise ValueError(
+                "ElementwiseTransform lifts a NumPyro transform that acts on each coordinate "
+                f"(domain.event_dim == 0); got {transform!r}. Vector transforms (event_dim 1) "
+                "go into a Chain as they are."
+            )
+        self.transform = transform
+
+    @property
+    def domain(self):
+        return constraints.independent(self.transform.domain, 1)
+
+    @property
+    def codomain(self):
+        return constraints.independent(self.transform.codomain, 1)
+
+    def _summed(self, log_det, shape):
+        return jnp.sum(jnp.broadcast_to(log_det, shape), -1)
+
+    def forward_and_log_det(self, x):
+        y, intermediates = self.transform.call_with_intermediates(x)
+        log_det = self.transform.log_abs_det_jacobian(x, y, intermediates)
+        return y, self._summed(log_det, jnp.shape(y))
+
+    def inverse_and_log_det(self, y):
+        x = self.transform.inv(y)
+        return x, -self._summed(self.transform.log_abs_det_jacobian(x, y), jnp.shape(x))
+
+    def __repr__(self):
+        return f"ElementwiseTransform({self.transform!r})"
+
+
+def lift_elementwise(t: Transform) -> Transform:
+    """``t`` as a vector transform: an elementwise NumPyro transform (``event_dim == 0``)
+    wrapped in :class:`ElementwiseTransform`, anything else unchanged."""
+    if not isinstance(t, Bijection) and isinstance(t, Transform) and t.domain.event_dim == 0:
+        return ElementwiseTransform(t)
+    return t
+
+
 def forward_and_log_det(t: Transform, x):
     """``(t(x), log|det dt/dx|)`` for any transform: one pass for a :class:`Bijection`,
     ``call_with_intermediates`` and ``log_abs_det_jacobian`` for other NumPyro
     transforms (what :class:`Chain` and :func:`numpyro_flows.testing.check_transform`
     use)."""
+    t = lift_elementwise(t)
     if isinstance(t, Bijection):
         return t.forward_and_log_det(x)
     y, inter = t.call_with_intermediates(x)
@@ -334,6 +392,7 @@ def forward_and_log_det(t: Transform, x):
 def inverse_and_log_det(t: Transform, y):
     """``(t^{-1}(y), log|det dt^{-1}/dy|)`` for any transform (see
     :func:`forward_and_log_det`)."""
+    t = lift_elementwise(t)
     if isinstance(t, Bijection):
         return t.inverse_and_log_det(y)
     x = t.inv(y)
