@@ -4,8 +4,9 @@
 before JAX starts, so the checks (distributed_checks.py) run in a fresh interpreter and
 this process keeps its single device. The cheap argument checks run here.
 
-The default run checks data-parallel SVI on 8 devices; the NeuTra chains over devices
-(three 8-chain NUTS runs) are marked ``slow``.
+The default run checks that data-parallel SVI on 8 devices equals the single-device run;
+the other multi-device checks (subsample indices, argument errors, NeuTra chains over
+devices) are marked ``slow``.
 """
 
 import ast
@@ -21,12 +22,14 @@ import pytest
 from numpyro_flows.distributed import make_mesh, shard_batch
 
 # distributed_checks.py's checks and the lines ending ": ok" that each prints.
-SVI_CHECKS = {
-    "check_data_parallel_svi_matches_single_device": 2,
+SVI_CHECKS = {"check_data_parallel_svi_matches_single_device": 2}
+# The slow run: the subsample indices through the sharded plate, the argument errors and
+# the NeuTra chains over devices (three 8-chain NUTS runs).
+CHAIN_CHECKS = {
     "check_init_and_subsample_indices": 1,
     "check_clear_errors": 1,
+    "check_neutra_chains_over_devices": 2,
 }
-CHAIN_CHECKS = {"check_neutra_chains_over_devices": 2}
 
 
 def run_checks(checks):
@@ -56,7 +59,7 @@ def test_sharded_svi_equals_the_single_device_run():
 
 
 @pytest.mark.slow
-def test_neutra_chains_over_devices_equal_the_single_device_chains():
+def test_subsample_indices_errors_and_neutra_chains_over_devices():
     run_checks(CHAIN_CHECKS)
 
 

@@ -82,6 +82,7 @@ def short_neutra(fit, seed, num_draws):
     )
 
 
+@pytest.mark.slow  # a NeuTra-NUTS run; the default run has test_arviz's NeuTra export
 def test_neutra_on_fit_guide_returns_the_original_sites_and_a_report(centred_fit):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RunReportWarning)  # a short run's report

@@ -68,6 +68,7 @@ def test_neutra_on_the_funnel_has_fewer_divergences_than_plain_nuts():
     assert neutra_div < plain_div
 
 
+@pytest.mark.slow  # a NeuTra-NUTS run; the default run has test_arviz's NeuTra export
 def test_neutra_result_layout_stats_and_khat_warning():
     guide, params = trained(GUIDES["iaf"], eight_schools, steps=5)
     with pytest.warns(UserWarning, match="k-hat"):
