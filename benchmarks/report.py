@@ -114,7 +114,6 @@ def time_to_quality_section(p) -> str:
         "the funnel is normalised); medians of two seeds. Both schedules for every guide.\n"
     )
     lines.extend(_note(p))
-    schedules = None
     for budget, rows in p["budgets"].items():
         schedules = [k for k in next(iter(rows.values())) if k != "steps"]
         lines.append(f"\n**wall budget {float(budget):.0f} s**\n")
