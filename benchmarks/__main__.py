@@ -10,7 +10,8 @@ wall budgets with compile included, and long runs), ``speed`` (SVI step and comp
 compile time against depth), ``quality``
 (equal wall-clock budget: ELBO, KL, k-hat), ``modes`` (multimodal targets: KL, share of
 draws per mode), ``neutra`` (NeuTra-NUTS vs NUTS),
-``posteriordb`` (accuracy against reference posteriors) and, from their own modules,
+``posteriordb`` (accuracy against reference posteriors), ``images`` (image flows on the
+digits against normflows) and, from their own modules,
 ``density`` and ``scaling`` when present. The report is rebuilt from every JSON file in
 ``results/``, so sections can be re-run one at a time.
 """
@@ -31,6 +32,7 @@ SECTIONS = {
     "neutra": "benchmarks.neutra_bench",
     "posteriordb": "benchmarks.posteriordb.run",
     "density": "benchmarks.density",
+    "images": "benchmarks.images",
     "scaling": "benchmarks.scaling",
 }
 

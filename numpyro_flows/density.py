@@ -30,9 +30,11 @@ from numpyro.distributions.util import validate_sample
 from numpyro_flows.flows import Flow
 
 
-def standard_normal(dim: int, dtype=None) -> dist.Distribution:
-    """The default base distribution: ``Normal(0, I)`` on ``R^dim`` (event shape ``(dim,)``)."""
-    return dist.Normal(jnp.zeros(dim, dtype), 1.0).to_event(1)
+def standard_normal(dim, dtype=None) -> dist.Distribution:
+    """The default base distribution: ``Normal(0, I)`` on ``R^dim`` (event shape ``(dim,)``),
+    or on images when ``dim`` is an event shape ``(H, W, C)``."""
+    shape = tuple(dim) if isinstance(dim, tuple | list) else (dim,)
+    return dist.Normal(jnp.zeros(shape, dtype), 1.0).to_event(len(shape))
 
 
 def params_dtype(params) -> np.dtype:
@@ -92,16 +94,19 @@ class FlowDistribution(dist.TransformedDistribution):
                 f"flow must be a numpyro_flows Flow (e.g. numpyro_flows.flows.maf()), got "
                 f"{type(flow).__name__}."
             )
-        dim = flow.event_size(params)
+        shape = tuple(flow.event_shape(params))
         dtype = params_dtype(params)
         if base_dist is None:
-            base_dist = standard_normal(dim, dtype)
-        if tuple(base_dist.event_shape) != (dim,):
+            base_dist = standard_normal(shape, dtype)
+        if tuple(base_dist.event_shape) != shape:
             raise ValueError(
                 f"base_dist has event shape {tuple(base_dist.event_shape)} but the flow's "
-                f"params are for events of size {dim}; use a base with event shape ({dim},), "
-                f"e.g. numpyro.distributions.Normal(jnp.zeros({dim}), 1.0).to_event(1)."
+                f"params are for events of shape {shape}; use a base with event shape "
+                f"{shape}, e.g. numpyro.distributions.Normal(jnp.zeros({shape}), "
+                f"1.0).to_event({len(shape)})."
             )
+        if context is not None and len(shape) > 1:
+            raise ValueError("Image flows take no context.")
         if context is not None:
             context = jnp.asarray(context, dtype)
             if context.ndim == 0:
@@ -136,38 +141,61 @@ class FlowDistribution(dist.TransformedDistribution):
         if intermediates is not None:
             ((z, forward_log_det),) = intermediates
             return self.base_dist.log_prob(z) - forward_log_det
-        value = check_data(value, self.event_shape[0], "value")
+        value = check_data(value, self.event_shape, "value")
         z, log_det = self.transform.inverse_and_log_det(value)
         return self.base_dist.log_prob(z) + log_det
 
 
-def check_data(data, dim: int, name: str = "data", *, batch: bool = False) -> jax.Array:
-    """Checks the event axis (and, outside ``jit``, finiteness) of ``data``; returns an array.
+def check_data(data, dim, name: str = "data", *, batch: bool = False) -> jax.Array:
+    """Checks the event axes (and, outside ``jit``, finiteness) of ``data``; returns an array.
 
     Args:
-        data: ``(..., dim)`` (``(N, dim)`` when ``batch``).
-        dim: the flow's event size.
+        data: ``(..., dim)`` (``(N, dim)`` when ``batch``), or ``(..., H, W, C)``.
+        dim: the flow's event size, or its event shape (a tuple).
         name: how to call the argument in error messages.
-        batch: require exactly two axes, rows of events.
+        batch: require exactly one axis of rows in front of the event.
     """
     data = jnp.asarray(data)
-    if batch and data.ndim != 2:
-        fix = f" (for one-dimensional data use {name}[:, None])" if data.ndim == 1 else ""
-        raise ValueError(f"{name} must have shape (num_samples, dim); got shape {data.shape}{fix}.")
-    if data.ndim == 0 or data.shape[-1] != dim:
-        fix = f" (for one-dimensional data use {name}[..., None])" if dim == 1 else ""
+    shape = tuple(dim) if isinstance(dim, tuple | list) else (dim,)
+    if len(shape) == 1:
+        dim = shape[0]
+        if batch and data.ndim != 2:
+            fix = f" (for one-dimensional data use {name}[:, None])" if data.ndim == 1 else ""
+            raise ValueError(
+                f"{name} must have shape (num_samples, dim); got shape {data.shape}{fix}."
+            )
+        if data.ndim == 0 or data.shape[-1] != dim:
+            fix = f" (for one-dimensional data use {name}[..., None])" if dim == 1 else ""
+            raise ValueError(
+                f"{name} has shape {data.shape} but the flow's events have size {dim}: the "
+                f"last axis must be {dim}{fix}."
+            )
+    elif data.shape[data.ndim - len(shape) :] != shape or data.ndim < len(shape) + batch:
+        rows = "num_samples, " if batch else "..., "
+        fix = (
+            f" (add the channel axis: {name}[..., None])"
+            if data.shape[data.ndim - len(shape) + 1 :] == shape[:-1] and shape[-1] == 1
+            else ""
+        )
         raise ValueError(
-            f"{name} has shape {data.shape} but the flow's events have size {dim}: the last "
-            f"axis must be {dim}{fix}."
+            f"{name} has shape {data.shape} but the flow's events are images of shape {shape}: "
+            f"pass ({rows}{', '.join(map(str, shape))}), channels last{fix}."
+        )
+    if batch and data.ndim != len(shape) + 1:
+        raise ValueError(
+            f"{name} must have shape (num_samples, {', '.join(map(str, shape))}); got shape "
+            f"{data.shape}."
         )
     if not isinstance(data, jax.core.Tracer):
-        finite = np.isfinite(np.asarray(data)).reshape(-1, dim).all(-1)
+        size = int(np.prod(shape))
+        finite = np.isfinite(np.asarray(data)).reshape(-1, size).all(-1)
         if not finite.all():
             bad = np.flatnonzero(~finite)
+            axes = tuple(range(-len(shape), 0))
             raise ValueError(
                 f"{name} has {bad.size} row(s) with NaN or inf values (first at row "
                 f"{bad[0]}); drop or impute them first, e.g. "
-                f"{name} = {name}[np.isfinite({name}).all(axis=-1)]."
+                f"{name} = {name}[np.isfinite({name}).all(axis={axes if len(axes) > 1 else -1})]."
             )
     return data
 

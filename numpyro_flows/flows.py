@@ -1,5 +1,5 @@
 """Flow factories: ``iaf``, ``maf``, ``realnvp``, ``neural_spline``, ``planar``, ``radial``,
-``glow``, ``bnaf``.
+``glow``, ``bnaf``, ``nice``; for images ``multiscale_glow`` and ``multiscale_realnvp``.
 
 Each factory is callable with no arguments and returns a :class:`Flow`::
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from numpyro_flows.bijections import (
     ComposedTransformer,
     RationalQuadraticSpline,
 )
+from numpyro_flows.image_layers import ConvCouplingLayer, MultiscaleLayer, PerPixelLayer
 from numpyro_flows.layers import (
     ActNormLayer,
     AutoregressiveLayer,
@@ -62,30 +64,46 @@ class Flow:
     layer: Layer
     name: str = "flow"
 
-    def init(self, rng_key, dim: int, context_dim: int = 0, dtype=None):
+    def init(self, rng_key, dim, context_dim: int = 0, dtype=None):
         """Fresh parameters (a pytree of arrays) for events of size ``dim``.
 
         Args:
             rng_key: a JAX PRNG key.
-            dim: event size ``D``.
+            dim: event size ``D``; for an image flow the event shape ``(H, W, C)``.
             context_dim: size of the context vector of a conditional flow (0: none).
             dtype: parameter dtype (default: JAX's default float).
         """
-        if int(dim) != dim or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}.")
         if int(context_dim) != context_dim or context_dim < 0:
             raise ValueError(f"context_dim must be a non-negative integer, got {context_dim!r}.")
         # One compiled computation instead of hundreds of eager ops (a deep stack's init
         # would otherwise dominate a guide's set-up time).
-        return _init(self.layer, rng_key, int(dim), int(context_dim), dtype)
+        return _init(self.layer, rng_key, self._dim(dim), int(context_dim), dtype)
 
-    def init_state(self, dim: int, dtype=None):
+    def _dim(self, dim):
+        """``dim`` as the layer takes it: ``D`` for a vector flow, ``(H, W, C)`` for images."""
+        if self.layer.event_ndim == 3:
+            return self.layer.check_shape(dim)
+        if isinstance(dim, tuple | list) and len(dim) == 1:
+            dim = dim[0]
+        if isinstance(dim, tuple | list) or int(dim) != dim or dim < 1:
+            raise ValueError(
+                f"dim must be a positive integer (the event size D), got {dim!r}; image flows "
+                "(flows.multiscale_glow, flows.multiscale_realnvp) take (H, W, C)."
+            )
+        return int(dim)
+
+    def init_state(self, dim, dtype=None):
         """Non-trainable state (BatchNorm running statistics); ``None`` if there is none."""
-        return self.layer.init_state(int(dim), dtype)
+        return self.layer.init_state(self._dim(dim), dtype)
 
     def event_size(self, params) -> int:
-        """The event size ``D`` that ``params`` were initialised for."""
+        """The event size ``D`` that ``params`` were initialised for (``H * W * C`` for
+        an image flow)."""
         return self.layer.event_size(params)
+
+    def event_shape(self, params) -> tuple[int, ...]:
+        """The event shape ``params`` were initialised for: ``(D,)``, or ``(H, W, C)``."""
+        return self.layer.event_shape(params)
 
     def transform(self, params, context=None, *, state=None, training: bool = False) -> Bijection:
         """The bijection (base -> target) for ``params`` and an optional ``context``.
@@ -98,11 +116,10 @@ class Flow:
         """
         if context is not None:
             context = jnp.asarray(context)
-        event_size = self.check_params(params)
+        if self.check_params(params) is None:  # a user layer that does not know its size
+            return self.layer.build(params, context, state, training)
         bijection = self.layer.build(params, context, state, training)
-        if event_size is None:  # a user layer that does not know its event size
-            return bijection
-        return EventSizeChecked(bijection, event_size, self.name)
+        return EventSizeChecked(bijection, self.event_shape(params), self.name)
 
     def check_params(self, params) -> int | None:
         """Checks that ``params`` were made for this flow; returns their event size ``D``.
@@ -130,23 +147,24 @@ class Flow:
             raise ValueError(self._mismatch(f"they give an event size of {event_size}"))
         given = jax.tree.flatten_with_path(params)
         given_shapes = [jnp.shape(leaf) for _, leaf in given[0]]
+        dim = event_size if self.layer.event_ndim == 1 else self.event_shape(params)
         for context_dim in (0, 1):
-            expected, treedef = _expected_shapes(self.layer, event_size, context_dim)
+            expected, treedef = _expected_shapes(self.layer, dim, context_dim)
             if treedef != given[1]:
                 continue
             # Shapes that change with the context size are not compared.
-            other, _ = _expected_shapes(self.layer, event_size, context_dim + 1)
+            other, _ = _expected_shapes(self.layer, dim, context_dim + 1)
             other = expected if other is None else other
             for (path, _), want, want_other, got in zip(given[0], expected, other, given_shapes):
                 if want == want_other and tuple(want) != tuple(got):
                     raise ValueError(
                         self._mismatch(
                             f"params{jax.tree_util.keystr(path)} has shape {tuple(got)}, but "
-                            f"this flow on events of size {event_size} expects {tuple(want)}"
+                            f"this flow on events of {_describe(dim)} expects {tuple(want)}"
                         )
                     )
             return event_size
-        expected, _ = _expected_shapes(self.layer, event_size, 0)
+        expected, _ = _expected_shapes(self.layer, dim, 0)
         if expected is None:  # init cannot be traced abstractly: nothing to compare with
             return event_size
         raise ValueError(
@@ -204,7 +222,8 @@ class Flow:
 
     def _state_for(self, params, state):
         if state is None:
-            return self.init_state(self.event_size(params), jnp.result_type(*_leaves(params)))
+            dim = self.event_shape(params) if self.layer.event_ndim > 1 else self.event_size(params)
+            return self.init_state(dim, jnp.result_type(*_leaves(params)))
         return state
 
 
@@ -213,8 +232,12 @@ def _init(layer, rng_key, dim, context_dim, dtype):
     return layer.init(rng_key, dim, context_dim, dtype)
 
 
+def _describe(dim) -> str:
+    return f"shape {dim}" if isinstance(dim, tuple) else f"size {dim}"
+
+
 @functools.lru_cache(maxsize=256)
-def _expected_shapes(layer, dim: int, context_dim: int):
+def _expected_shapes(layer, dim, context_dim: int):
     """Leaf shapes and tree structure of ``layer.init(..., dim, context_dim)``, or
     ``(None, None)`` when that init fails."""
     try:
@@ -228,25 +251,42 @@ def _expected_shapes(layer, dim: int, context_dim: int):
 
 
 class EventSizeChecked(Bijection):
-    """A flow's bijection, checking that its input has the event size of the params.
+    """A flow's bijection, checking that its input has the event shape of the params.
 
     Without the check, a vector of the wrong size fails deep inside a network with a
     broadcasting error; with it the error names both sizes and the fix.
     """
 
     children = ("bijection",)
-    static = ("event_size", "flow_name")
+    static = ("event_shape", "flow_name")
 
-    def __init__(self, bijection: Bijection, event_size: int, flow_name: str = "flow"):
+    def __init__(self, bijection: Bijection, event_shape, flow_name: str = "flow"):
         self.bijection = bijection
-        self.event_size = int(event_size)
+        shape = event_shape if isinstance(event_shape, tuple | list) else (event_shape,)
+        self.event_shape = tuple(int(n) for n in shape)
         self.flow_name = flow_name
+
+    @property
+    def event_size(self) -> int:
+        """The number of values in one event."""
+        return math.prod(self.event_shape)
+
+    @property
+    def domain(self):
+        return self.bijection.domain
+
+    @property
+    def codomain(self):
+        return self.bijection.codomain
 
     def _check(self, x, name: str):
         self._check_shape(jnp.shape(x), name)
 
     def _check_shape(self, shape, name: str):
-        if not shape or shape[-1] != self.event_size:
+        k = len(self.event_shape)
+        if tuple(shape[len(shape) - k :]) == self.event_shape and len(shape) >= k:
+            return
+        if k == 1:
             given = "a scalar" if not shape else f"size {shape[-1]} (shape {tuple(shape)})"
             raise ValueError(
                 f"The {self.flow_name} flow's params are for events of size "
@@ -254,6 +294,12 @@ class EventSizeChecked(Bijection):
                 f"axis has {self.event_size} entries, or params made for this size with "
                 "flow.init(rng_key, dim); the params of another flow or guide give this too."
             )
+        raise ValueError(
+            f"The {self.flow_name} flow's params are for events of shape {self.event_shape}, "
+            f"but its {name} was given shape {tuple(shape)}. Pass arrays of shape "
+            f"(..., {', '.join(map(str, self.event_shape))}) (channels last), or params made "
+            "for this shape with flow.init(rng_key, (H, W, C))."
+        )
 
     def forward_and_log_det(self, x):
         self._check(x, "input x")
@@ -516,12 +562,108 @@ def bnaf(
     return Flow(Sequential((stack, last)), "bnaf")
 
 
+def multiscale_glow(
+    num_levels: int = 2,
+    num_steps: int = 4,
+    hidden_channels: int = 64,
+    *,
+    num_blocks: int = 1,
+    logit_alpha: float | None = 0.05,
+    nonlinearity: str | Callable = "relu",
+    log_scale_bound: float | tuple[float, float] = (-5.0, 3.0),
+) -> Flow:
+    """Glow on images: the multiscale architecture with Glow steps.
+
+    Kingma and Dhariwal (2018), https://arxiv.org/abs/1807.03039. Events are images
+    ``(H, W, C)``: ``flow.init(rng_key, (H, W, C))``. Each level squeezes, runs
+    ``num_steps`` steps of ActNorm per channel, an invertible 1x1 convolution (LU) and an
+    affine coupling whose conditioner is a small convolutional ResNet (channel mask), and
+    factors out half of the channels (see :class:`~numpyro_flows.image_layers.MultiscaleLayer`).
+    With ``logit_alpha`` the data are expected in ``[0, 1]`` (e.g. dequantized pixels,
+    :mod:`numpyro_flows.images`) and the logit preprocessing comes first, its log-det
+    included in ``log p(x)``.
+
+    Args:
+        num_levels: levels (``H`` and ``W`` divisible by ``2 ** num_levels``).
+        num_steps: steps per level (run under ``lax.scan``).
+        hidden_channels: width of the coupling networks.
+        num_blocks: residual blocks of each coupling network.
+        logit_alpha: ``alpha`` of :class:`~numpyro_flows.bijections.LogitPreprocess`;
+            ``None`` for data that are not in ``[0, 1]``.
+        nonlinearity: the coupling networks' activation.
+        log_scale_bound: the couplings' log-scale lies in ``(low, high)``.
+    """
+    coupling = ConvCouplingLayer(
+        Affine(log_scale_bound), int(hidden_channels), int(num_blocks), "channel", 0, nonlinearity
+    )
+    # The 1x1 convolution is a product in the density direction (as in Glow) and two
+    # triangular solves when sampling: training pays for no solve.
+    conv1x1 = PerPixelLayer(InvertLayer(LULinearLayer()))
+    step = Sequential((coupling, conv1x1, PerPixelLayer(ActNormLayer())))
+    # The channel order is reversed between steps, so that the two halves of the
+    # couplings alternate from the start (the 1x1 convolutions start at the identity).
+    layer = MultiscaleLayer(step, num_levels, num_steps, "reverse", logit_alpha)
+    return Flow(layer, "multiscale_glow")
+
+
+def multiscale_realnvp(
+    num_levels: int = 2,
+    num_steps: int = 4,
+    hidden_channels: int = 64,
+    *,
+    mask: str = "channel",
+    num_blocks: int = 1,
+    logit_alpha: float | None = 0.05,
+    nonlinearity: str | Callable = "relu",
+    log_scale_bound: float | tuple[float, float] = (-5.0, 3.0),
+) -> Flow:
+    """RealNVP on images: the multiscale architecture with affine coupling steps.
+
+    Dinh et al. (2017), https://arxiv.org/abs/1605.08803, section 3. Each level squeezes,
+    then runs ``num_steps`` affine couplings with a convolutional ResNet conditioner, each
+    followed (in the density direction, preceded) by ActNorm per channel, whose masks
+    alternate: the two halves of the channels (``mask="channel"``, the paper's masks after
+    a squeeze) or checkerboards of alternating parity (``mask="checkerboard"``, then
+    ``num_steps`` must be even; the conditioner sees every channel, so a step costs about
+    twice as much); then it factors out half of the channels. Other arguments as
+    :func:`multiscale_glow`.
+    """
+    if mask not in ("checkerboard", "channel"):
+        raise ValueError(f"mask must be 'checkerboard' or 'channel', got {mask!r}.")
+    if mask == "checkerboard" and num_steps % 2:
+        raise ValueError(
+            f"With checkerboard masks the steps come in pairs of both parities: num_steps "
+            f"must be even, got {num_steps}."
+        )
+
+    def step(parity):
+        coupling = ConvCouplingLayer(
+            Affine(log_scale_bound),
+            int(hidden_channels),
+            int(num_blocks),
+            mask,
+            parity,
+            nonlinearity,
+        )
+        return (coupling, PerPixelLayer(ActNormLayer()))
+
+    if mask == "checkerboard":
+        layer = MultiscaleLayer(
+            Sequential(step(0) + step(1)), num_levels, num_steps // 2, None, logit_alpha
+        )
+    else:
+        layer = MultiscaleLayer(Sequential(step(0)), num_levels, num_steps, "reverse", logit_alpha)
+    return Flow(layer, "multiscale_realnvp")
+
+
 __all__ = [
     "Flow",
     "bnaf",
     "glow",
     "iaf",
     "maf",
+    "multiscale_glow",
+    "multiscale_realnvp",
     "neural_spline",
     "nice",
     "planar",

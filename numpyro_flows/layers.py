@@ -73,9 +73,18 @@ class Layer:
         state, training flag where the layer uses them)."""
         raise NotImplementedError
 
+    event_ndim = 1
+    """Axes of the events it takes: 1 for vectors, 3 for images (``(H, W, C)``)."""
+
     def event_size(self, params) -> int:
         """The event size ``D`` that ``params`` were initialised for."""
         raise NotImplementedError
+
+    def event_shape(self, params) -> tuple[int, ...] | None:
+        """The event shape ``params`` were initialised for: ``(D,)`` for a vector layer
+        (``None`` when any size fits)."""
+        size = self.event_size(params)
+        return None if size is None else (size,)
 
     def propagate(self, params, state, y, context=None, op="data_init"):
         """Pushes data ``y`` from the target side to the base side: returns

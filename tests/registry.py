@@ -38,6 +38,16 @@ FACTORIES = {
     "bnaf": flows.bnaf,
 }
 
+# Image flows (events (H, W, C)), small enough to check on 4 x 4 images.
+IMAGE_SHAPE = (4, 4, 2)
+IMAGE_FACTORIES = {
+    "multiscale_glow": partial(flows.multiscale_glow, 2, 2, 8),
+    "multiscale_realnvp": partial(flows.multiscale_realnvp, 2, 2, 8),
+    "multiscale_realnvp_checkerboard": partial(
+        flows.multiscale_realnvp, 2, 2, 8, mask="checkerboard", logit_alpha=None
+    ),
+}
+
 # Options of the factories that change the structure, checked at one size.
 VARIANTS = {
     "neural_spline_maf": partial(flows.neural_spline, invert=True),

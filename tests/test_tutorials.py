@@ -7,7 +7,7 @@ tutorials run in this process, under the suite's warnings-as-errors filters.
 The default run compiles every tutorial, checks that what it imports from the package
 exists, and runs two in fast mode (NeuTra on ``fit_guide``'s result, the README's path;
 a custom bijection). The other four, whose calls the unit tests cover (test_autoguides,
-test_arviz, test_density, test_modes), run in fast mode in the ``slow`` run.
+test_arviz, test_density, test_modes, test_images), run in fast mode in the ``slow`` run.
 """
 
 import ast
@@ -34,7 +34,7 @@ def load_docs_hook():
 
 def test_every_tutorial_has_a_docs_page_with_its_figures():
     hook = load_docs_hook()
-    assert len(TUTORIALS) == 6
+    assert len(TUTORIALS) == 7
     for path in TUTORIALS:
         page = ROOT / "docs" / "tutorials" / f"{path.stem}.md"
         assert page.exists(), page
@@ -123,3 +123,11 @@ def test_06_modes(run_tutorial):
     ns = run_tutorial("06_modes")
     assert ns["z"].shape == (ns["NUM_DRAWS"], 2) and np.all(np.isfinite(ns["z"]))
     assert ns["ring_draws"].shape == (ns["NUM_DRAWS"], 2)
+
+
+@pytest.mark.slow
+def test_07_images(run_tutorial):
+    ns = run_tutorial("07_images")
+    assert all(np.isfinite(v) for v in ns["scores"].values())
+    assert ns["glow_bits"] < np.log2(17)  # better than uniform after two short epochs
+    assert ns["samples"].shape == (32, 8, 8, 1)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from registry import FACTORIES
+from registry import FACTORIES, IMAGE_FACTORIES
 
 HERE = Path(__file__).parent
 
@@ -21,7 +21,10 @@ def run_x64_checks(names=None):
     if names is None:
         command = [str(HERE / "x64_checks.py")]
     else:
-        only = f"c.FACTORIES = {{n: c.FACTORIES[n] for n in {list(names)!r}}}"
+        only = (
+            f"c.FACTORIES = {{n: c.FACTORIES[n] for n in {list(names)!r}}}; "
+            "c.IMAGE_FACTORIES = {}"
+        )
         command = ["-c", f"import x64_checks as c; {only}; c.main()"]
     result = subprocess.run(
         [sys.executable, *command], capture_output=True, text=True, env=env, timeout=900
@@ -36,4 +39,4 @@ def test_float64_end_to_end_for_the_default_guide_flow():
 
 @pytest.mark.slow
 def test_float64_end_to_end_and_float32_preserved_under_x64():
-    assert run_x64_checks().count("ok") == len(FACTORIES)
+    assert run_x64_checks().count("ok") == len(FACTORIES) + len(IMAGE_FACTORIES)

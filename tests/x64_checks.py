@@ -8,7 +8,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
-from registry import FACTORIES  # noqa: E402
+from registry import FACTORIES, IMAGE_FACTORIES, IMAGE_SHAPE  # noqa: E402
 
 from numpyro_flows.testing import check_transform, randomize_params  # noqa: E402
 
@@ -32,6 +32,15 @@ def main():
                 transform, x64.astype(jnp.float32), gradients=False, jit=False, vmap=False
             )
             print(f"{name} D={dim}: float64 and float32-under-x64 ok", flush=True)
+    for name, factory in IMAGE_FACTORIES.items():
+        flow = factory()
+        params = randomize_params(flow.init(jax.random.key(0), IMAGE_SHAPE), jax.random.key(1), 0.2)
+        z = jax.random.normal(jax.random.key(2), (3, *IMAGE_SHAPE))
+        check_transform(flow.transform(params), z, rtol=1e-9, log_det_atol=1e-8)
+        check_transform(
+            flow.transform(params), z.astype(jnp.float32), gradients=False, jit=False, vmap=False
+        )
+        print(f"{name} {IMAGE_SHAPE}: float64 and float32-under-x64 ok", flush=True)
     if "glow" not in FACTORIES:
         return
     # A dense, ill-conditioned Jacobian far from the identity: in float64 the autodiff

@@ -25,7 +25,7 @@ from numpyro_flows.bijections.batchnorm import BatchNorm
 from numpyro_flows.bijections.bnaf import BlockNeuralAutoregressive
 from numpyro_flows.bijections.composed import ComposedTransformer
 from numpyro_flows.bijections.coupling import Coupling
-from numpyro_flows.bijections.elementwise import Elementwise, TanhTransform
+from numpyro_flows.bijections.elementwise import Elementwise, LogitPreprocess, TanhTransform
 from numpyro_flows.bijections.lu import LULinear
 from numpyro_flows.bijections.permute import Permute, Reverse
 from numpyro_flows.bijections.planar import Planar
@@ -47,6 +47,7 @@ __all__ = [
     "ElementwiseTransform",
     "Invert",
     "LULinear",
+    "LogitPreprocess",
     "MaskedAutoregressive",
     "Permute",
     "Permuted",

@@ -121,6 +121,14 @@ class Invert(Bijection):
     def inv(self) -> Transform:
         return self.bijection
 
+    @property
+    def domain(self):
+        return self.bijection.codomain
+
+    @property
+    def codomain(self):
+        return self.bijection.domain
+
     def forward_shape(self, shape):
         return self.bijection.inverse_shape(shape)
 
@@ -141,19 +149,43 @@ class Chain(Bijection):
         # coordinate; lifted, their log-det is summed over the event axis.
         self.bijections = tuple(lift_elementwise(b) for b in bijections)
 
+    @property
+    def event_dim(self) -> int:
+        """1 for a chain of vector bijections; 3 for one of image bijections."""
+        return max((b.domain.event_dim for b in self.bijections), default=1)
+
+    @property
+    def domain(self):
+        dim = self.event_dim
+        return (
+            constraints.real_vector if dim == 1 else constraints.independent(constraints.real, dim)
+        )
+
+    codomain = domain
+
     def forward_and_log_det(self, x):
         total = 0.0
         for b in self.bijections:
             x, log_det = forward_and_log_det(b, x)
             total = total + log_det
-        return x, _like(total, x)
+        return x, _like(total, x, self.event_dim)
 
     def inverse_and_log_det(self, y):
         total = 0.0
         for b in reversed(self.bijections):
             y, log_det = inverse_and_log_det(b, y)
             total = total + log_det
-        return y, _like(total, y)
+        return y, _like(total, y, self.event_dim)
+
+    def forward_shape(self, shape):
+        for b in self.bijections:
+            shape = b.forward_shape(shape)
+        return shape
+
+    def inverse_shape(self, shape):
+        for b in reversed(self.bijections):
+            shape = b.inverse_shape(shape)
+        return shape
 
     def __repr__(self):
         return f"Chain({list(self.bijections)!r})"
@@ -399,7 +431,7 @@ def inverse_and_log_det(t: Transform, y):
     return x, -t.log_abs_det_jacobian(x, y)
 
 
-def _like(log_det, x):
+def _like(log_det, x, event_dim: int = 1):
     """A log-det with (at least) the batch shape and the dtype of ``x``."""
     dtype = jnp.result_type(x)
-    return jnp.asarray(log_det, dtype) + jnp.zeros(jnp.shape(x)[:-1], dtype)
+    return jnp.asarray(log_det, dtype) + jnp.zeros(jnp.shape(x)[: jnp.ndim(x) - event_dim], dtype)

@@ -18,8 +18,9 @@ from numpyro_flows.density import check_data
 Pair = tuple[jax.Array, jax.Array | None]
 
 
-def check_training_data(data) -> jax.Array:
-    """``data`` as an ``(N, D)`` float array with ``N >= 1`` finite rows.
+def check_training_data(data, event_ndim: int = 1) -> jax.Array:
+    """``data`` as an ``(N, D)`` float array with ``N >= 1`` finite rows (``(N, H, W, C)``
+    images for ``event_ndim=3``).
 
     Integer data are cast to JAX's default float.
 
@@ -29,9 +30,18 @@ def check_training_data(data) -> jax.Array:
     data = jnp.asarray(data)
     if not jnp.issubdtype(data.dtype, jnp.floating):
         data = data.astype(jnp.zeros(()).dtype)
-    if data.ndim != 2:
-        check_data(data, data.shape[-1] if data.ndim else 1, "data", batch=True)
-    data = check_data(data, data.shape[1], "data", batch=True)
+    if event_ndim > 1:
+        if data.ndim != event_ndim + 1:
+            fix = " (add the channel axis: data[..., None])" if data.ndim == event_ndim else ""
+            raise ValueError(
+                f"An image flow fits images of shape (num_samples, height, width, channels); "
+                f"got data of shape {data.shape}{fix}."
+            )
+        data = check_data(data, tuple(data.shape[1:]), "data", batch=True)
+    else:
+        if data.ndim != 2:
+            check_data(data, data.shape[-1] if data.ndim else 1, "data", batch=True)
+        data = check_data(data, data.shape[1], "data", batch=True)
     if data.shape[0] == 0:
         raise ValueError(
             f"data has no rows (shape {tuple(data.shape)}): fit needs an (N, D) array with "
@@ -91,7 +101,8 @@ def train_val_split(
     """
     if val_data is None:
         return _random_split(rng_key, data, context, val_fraction)
-    val_data = check_data(val_data, data.shape[1], "val_data", batch=True).astype(data.dtype)
+    event = data.shape[1] if data.ndim == 2 else tuple(data.shape[1:])
+    val_data = check_data(val_data, event, "val_data", batch=True).astype(data.dtype)
     val_context = check_context(val_context, val_data.shape[0], "val_context")
     if (val_context is None) != (context is None):
         raise ValueError("Pass val_context exactly when context is given.")

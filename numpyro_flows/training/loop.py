@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import math
 import warnings
+from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -114,6 +115,7 @@ def fit(
     data_init: bool | None = None,
     base_dist: dist.Distribution | None = None,
     momentum: float | None = None,
+    dequantize: Callable | None = None,
     progress_bar: bool = True,
 ) -> FitResult:
     """Fits ``flow`` to the rows of ``data`` (or ``p(data | context)``) by maximum likelihood.
@@ -140,6 +142,8 @@ def fit(
         rng_key: a JAX PRNG key (initialisation, validation split, shuffling).
         flow: the architecture, e.g. ``numpyro_flows.flows.maf()``.
         data: ``(N, D)`` training rows (NumPy or JAX); for 1-D data use ``data[:, None]``.
+            An image flow (:func:`~numpyro_flows.flows.multiscale_glow`) takes images
+            ``(N, H, W, C)``.
         context: ``(N, C)`` contexts, one per row, to fit ``p(x | c)`` (the params are
             made with ``context_dim=C``).
         params: initial params (default: ``flow.init``).
@@ -158,6 +162,12 @@ def fit(
         momentum: BatchNorm running-statistics momentum, overriding the layers' own
             (``None``: each :class:`~numpyro_flows.layers.BatchNormLayer`'s
             ``momentum``, 0.1 by default).
+        dequantize: for discrete data, e.g.
+            :class:`~numpyro_flows.images.UniformDequantization`: ``data`` hold integer
+            levels, and every training batch is dequantized with fresh noise
+            (``dequantize(rng_key, batch)``); the validation set once, with fixed noise.
+            Losses are then nats per example of the dequantized data
+            (:func:`~numpyro_flows.images.bits_per_dim` converts them).
         progress_bar: show a tqdm bar (as NumPyro's ``svi.run``).
 
     Returns:
@@ -170,12 +180,17 @@ def fit(
         flow_dist = FlowDistribution(flow, result.params, state=result.state)
     """
     _check_settings(flow, num_epochs, batch_size, val_fraction)
-    data = check_training_data(data)
-    dim = data.shape[1]
+    data = check_training_data(data, flow.layer.event_ndim)
+    dim = data.shape[1] if data.ndim == 2 else tuple(data.shape[1:])
     context = check_context(context, data.shape[0])
+    if dequantize is not None and hasattr(dequantize, "check"):
+        dequantize.check(data, "data")
+        if val_data is not None:
+            dequantize.check(val_data, "val_data")
     optimizer = default_optimizer() if optimizer is None else optimizer
 
     init_key, split_key, batch_key, epoch_key = jax.random.split(rng_key, 4)
+    noise_key = jax.random.fold_in(split_key, 1)
     train, val = train_val_split(
         split_key,
         data,
@@ -193,6 +208,8 @@ def fit(
             stacklevel=2,
         )
 
+    if dequantize is not None and val is not None:
+        val = (dequantize(noise_key, val[0]), val[1])
     fresh = params is None
     params, state = _initial_params(init_key, flow, params, state, data, context)
     num_train = train[0].shape[0]
@@ -204,6 +221,8 @@ def fit(
     if data_init:
         first = np.asarray(jax.random.permutation(batch_key, num_train))[:batch_size]
         first_batch = tuple(None if a is None else a[first] for a in train)
+        if dequantize is not None:
+            first_batch = (dequantize(noise_key, first_batch[0]), first_batch[1])
         params, state = _data_init(flow, params, state, *first_batch)
 
     flow = flow.with_batch_norm_momentum(momentum)
@@ -219,6 +238,7 @@ def fit(
             base_dist,
             num_batches=num_batches,
             batch_size=batch_size,
+            dequantize=dequantize,
         )
 
     train_state = maximum_likelihood(flow, optimizer).init(params, state)
@@ -241,11 +261,16 @@ def _check_settings(flow, num_epochs, batch_size, val_fraction) -> None:
 
 def _initial_params(rng_key, flow, params, state, data, context):
     """Fresh params (or checks the given ones against the data) and the BatchNorm state."""
-    dim = data.shape[1]
+    dim = data.shape[1] if data.ndim == 2 else tuple(data.shape[1:])
     if params is None:
         context_dim = 0 if context is None else context.shape[-1]
         params = flow.init(rng_key, dim, context_dim, data.dtype)
-    elif flow.event_size(params) != dim:
+    elif data.ndim > 2 and tuple(flow.event_shape(params)) != dim:
+        raise ValueError(
+            f"params are for images of shape {tuple(flow.event_shape(params))} but data has "
+            f"images of shape {dim}."
+        )
+    elif data.ndim == 2 and flow.event_size(params) != dim:
         raise ValueError(
             f"params are for events of size {flow.event_size(params)} but data has {dim} columns."
         )
@@ -269,23 +294,39 @@ def _data_init(flow, params, state, data, context):
     return flow.data_init(params, data, context, state)
 
 
-@partial(jax.jit, static_argnames=("flow", "optimizer", "num_batches", "batch_size"))
+@partial(jax.jit, static_argnames=("flow", "optimizer", "num_batches", "batch_size", "dequantize"))
 def _run_epoch(
-    flow, optimizer, train_state, rng_key, data, context, val, base_dist, *, num_batches, batch_size
+    flow,
+    optimizer,
+    train_state,
+    rng_key,
+    data,
+    context,
+    val,
+    base_dist,
+    *,
+    num_batches,
+    batch_size,
+    dequantize=None,
 ):
     """One pass over shuffled minibatches, then the validation loss (``None`` without a
     validation set ``val = (data, context)``). Stops applying updates at the first
     non-finite step, so the returned state holds the last finite params."""
     trainer = maximum_likelihood(flow, optimizer, base_dist=base_dist)
-    order = jax.random.permutation(rng_key, data.shape[0])[: num_batches * batch_size]
+    order_key, noise_key = jax.random.split(rng_key)
+    order = jax.random.permutation(order_key, data.shape[0])[: num_batches * batch_size]
     batches = (
-        data[order].reshape(num_batches, batch_size, -1),
+        data[order].reshape((num_batches, batch_size) + data.shape[1:]),
         None if context is None else context[order].reshape(num_batches, batch_size, -1),
+        jax.random.split(noise_key, num_batches),
     )
 
     def body(carry, batch):
         train_state, ok = carry
-        new, info = trainer.step(train_state, *batch)
+        data, context, key = batch
+        if dequantize is not None:
+            data = dequantize(key, data)
+        new, info = trainer.step(train_state, data, context)
         ok = ok & info.finite
         # info.finite: whether this step was applied (none is after the first failure).
         return (tree_where(ok, new, train_state), ok), info._replace(finite=ok)

@@ -99,9 +99,18 @@ def negative_log_likelihood(
     """
     transform = flow.transform(params, context, state=flow_state, training=training)
     if base_dist is None:
-        base_dist = standard_normal(data.shape[-1], jnp.result_type(data))
+        base_dist = standard_normal(_event_shape(flow, params, data), jnp.result_type(data))
     z, log_det = transform.inverse_and_log_det(data)
     return -jnp.mean(base_dist.log_prob(z) + log_det)
+
+
+def _event_shape(flow, params, data):
+    """The flow's event shape, or the data's last axis for a layer that does not know it."""
+    try:
+        shape = flow.event_shape(params)
+    except NotImplementedError:
+        shape = None
+    return (data.shape[-1],) if shape is None else tuple(shape)
 
 
 def maximum_likelihood(

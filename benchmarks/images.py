@@ -1,0 +1,202 @@
+"""Image flows on scikit-learn's digits: numpyro_flows against normflows (PyTorch).
+
+The protocol of ``benchmarks.digits`` (1500 training and 297 test images of 8 x 8 pixels
+with 17 levels, uniform dequantization, logit preprocessing with alpha = 0.05, test
+bits/dim over 8 fixed noise draws): both libraries train the same architectures for the
+same epochs, batch size 128, Adam 1e-3, one CPU thread each, interleaved in one run:
+
+* multiscale Glow: 2 levels, 4 steps per level, 64 hidden channels, channel masks;
+* multiscale RealNVP: the same, ActNorm after each coupling, channel masks (the paper's
+  after a squeeze; numpyro_flows' default) and checkerboard masks (normflows packs the
+  fixed half of a checkerboard to half the width: half the conditioner's work);
+* MAF on the 64 flattened pixels: 5 layers with 128 hidden units (normflows: with an LU
+  permutation between layers; numpyro_flows: reversal);
+* a full-covariance Gaussian in logit space (numpyro_flows only; an LU-linear flow).
+
+numpyro_flows trains with :func:`numpyro_flows.training.fit` as a user would
+(``dequantize=UniformDequantization(17)``, no validation split): one run of 10 epochs for
+the epoch-10 figure and one of all epochs (the same seed: its first 10 epochs are those
+of the first run); time per epoch is the wall time of the second, warm run over its
+epochs (compiled code reused, the per-epoch host work included). normflows' is its median
+training epoch. numpyro_flows drops the last partial batch (11 steps per epoch), normflows
+trains on it (12 steps), so the time per step is reported too.
+
+    python -m benchmarks.images                  # 2 seeds, 30 epochs
+    python -m benchmarks.images --quick          # 1 seed, 10 epochs
+
+Writes ``benchmarks/results/images.json``; ``python -m benchmarks --report-only`` puts it
+into ``RESULTS.md``. normflows, torch and scikit-learn are benchmark-only dependencies
+(``benchmarks/requirements.txt``); without normflows its rows read "not installed".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def _ours(model: str):
+    from numpyro_flows import flows
+    from numpyro_flows.bijections import LogitPreprocess
+    from numpyro_flows.layers import LULinearLayer, Sequential
+
+    logit = LogitPreprocess(0.05)
+    if model == "glow":
+        return flows.multiscale_glow(2, 4, 64)
+    if model == "realnvp":
+        return flows.multiscale_realnvp(2, 4, 64, mask="checkerboard")
+    if model == "realnvp_channel":
+        return flows.multiscale_realnvp(2, 4, 64, mask="channel")
+    if model == "maf":
+        maf = flows.maf(5, (128, 128)).layer
+        return flows.Flow(Sequential((maf, logit)), "maf_logit")
+    if model == "gaussian":
+        return flows.Flow(Sequential((LULinearLayer(), logit)), "gaussian_logit")
+    raise ValueError(model)
+
+
+def run_ours(model: str, seed: int, epochs: int, eval_epoch: int) -> dict:
+    """Trains one numpyro_flows model with ``fit``; returns its figures."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from benchmarks import digits
+    from numpyro_flows.density import FlowDistribution
+    from numpyro_flows.images import UniformDequantization
+    from numpyro_flows.training import fit
+
+    train, test = digits.load_digits_split()
+    if model in ("maf", "gaussian"):
+        train, test = train.reshape(len(train), -1), test.reshape(len(test), -1)
+    noise = digits.test_noise(test)
+    flow = _ours(model)
+    optimizer = optax.adam(1e-3)
+
+    def run(num_epochs):
+        start = time.perf_counter()
+        result = fit(
+            jax.random.key(seed),
+            flow,
+            train,
+            optimizer=optimizer,
+            num_epochs=num_epochs,
+            batch_size=128,
+            val_fraction=0.0,
+            dequantize=UniformDequantization(digits.NUM_LEVELS),
+            progress_bar=False,
+        )
+        return result, time.perf_counter() - start
+
+    log_prob = jax.jit(lambda params, x: FlowDistribution(flow, params).log_prob(x))
+
+    def test_bpd(params):
+        nll = -np.mean(
+            [
+                np.mean(log_prob(params, jnp.asarray(digits.dequantize(test, u), jnp.float32)))
+                for u in noise
+            ]
+        )
+        return float(digits.bits_per_dim(nll))
+
+    first, first_seconds = run(eval_epoch)  # compiles
+    full, seconds = run(epochs)
+    params = full.params
+    samples = FlowDistribution(flow, params).sample(jax.random.key(seed + 100), (64,))
+    steps = full.num_steps / epochs
+    return {
+        "library": "numpyro_flows",
+        "model": model,
+        "seed": seed,
+        "num_params": int(sum(np.size(a) for a in jax.tree.leaves(params))),
+        "epochs": epochs,
+        "test_bpd": {str(eval_epoch): test_bpd(first.params), str(epochs): test_bpd(params)},
+        "train_bpd_last": float(digits.bits_per_dim(full.train_losses[-1])),
+        "time_per_epoch_s": seconds / epochs,
+        "time_per_step_s": seconds / full.num_steps,
+        "steps_per_epoch": steps,
+        "first_run_s": first_seconds,
+        "nan_samples": int((~np.isfinite(np.asarray(samples).reshape(64, -1))).any(1).sum()),
+    }
+
+
+def run_theirs(model: str, seed: int, epochs: int, eval_epoch: int) -> dict:
+    try:
+        from benchmarks.images_torch import run_normflows
+    except ImportError:
+        return {"library": "normflows", "model": model, "seed": seed, "error": "not installed"}
+    out = run_normflows(model, seed, epochs, (eval_epoch, epochs))
+    steps = -(-1500 // 128)
+    out.update(
+        library="normflows",
+        test_bpd={str(k): v for k, v in out["test_bpd"].items()},
+        time_per_step_s=out["time_per_epoch_s"] / steps,
+        steps_per_epoch=steps,
+    )
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--models", nargs="+", default=["glow", "realnvp", "realnvp_channel", "maf", "gaussian"]
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    args = parser.parse_args(argv)
+    if ONE_THREAD not in os.environ.get("XLA_FLAGS", ""):
+        # XLA reads its flags when JAX starts: run again in a process that pins it to one
+        # thread, as torch is.
+        env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {ONE_THREAD}")
+        command = [sys.executable, "-m", "benchmarks.images", *(argv or sys.argv[1:])]
+        subprocess.run(command, env=env, check=True)
+        return
+
+    from benchmarks.common import write_json
+
+    seeds = args.seeds or ([0] if args.quick else [0, 1])
+    epochs = args.epochs or (10 if args.quick else 30)
+    eval_epoch = min(10, epochs)
+    runs = []
+    for seed in seeds:
+        for model in args.models:
+            runners = [run_ours] if model == "gaussian" else [run_ours, run_theirs]
+            for runner in runners:
+                out = runner(model, seed, epochs, eval_epoch)
+                runs.append(out)
+                print(
+                    f"{out['library']:>14} {model:8} seed {seed}: "
+                    + (
+                        out["error"]
+                        if "error" in out
+                        else f"test bits/dim {out['test_bpd']}, "
+                        f"{out['time_per_epoch_s']:.3f} s/epoch"
+                    ),
+                    flush=True,
+                )
+    path = write_json(
+        "images",
+        {
+            "protocol": {
+                "epochs": epochs,
+                "eval_epoch": eval_epoch,
+                "seeds": seeds,
+                "batch_size": 128,
+                "optimizer": "Adam 1e-3",
+                "threads": "1 (torch.set_num_threads(1); XLA " + ONE_THREAD + ")",
+            },
+            "runs": runs,
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
