@@ -11,15 +11,18 @@ same epochs, batch size 128, Adam 1e-3, one CPU thread each, interleaved in one 
   fixed half of a checkerboard to half the width: half the conditioner's work);
 * MAF on the 64 flattened pixels: 5 layers with 128 hidden units (normflows: with an LU
   permutation between layers; numpyro_flows: reversal);
-* a full-covariance Gaussian in logit space (numpyro_flows only; an LU-linear flow).
+* a full-covariance Gaussian in logit space (numpyro_flows only; an LU-linear flow);
+* the Glow with variational dequantization (numpyro_flows only, ``glow_vdeq``): test
+  bits/dim are then the variational bound, over 8 draws of ``q`` per image.
 
 numpyro_flows trains with :func:`numpyro_flows.training.fit` as a user would
 (``dequantize=UniformDequantization(17)``, no validation split): one run of 10 epochs for
 the epoch-10 figure and one of all epochs (the same seed: its first 10 epochs are those
-of the first run); time per epoch is the wall time of the second, warm run over its
-epochs (compiled code reused, the per-epoch host work included). normflows' is its median
-training epoch. numpyro_flows drops the last partial batch (11 steps per epoch), normflows
-trains on it (12 steps), so the time per step is reported too.
+of the first run); time per epoch is the median of the second, warm run's epochs
+(``FitResult.epoch_seconds``: compiled code reused, the per-epoch host work included), as
+normflows' is the median of its training epochs. numpyro_flows drops the last partial
+batch (11 steps per epoch), normflows trains on it (12 steps), so the time per step is
+reported too.
 
     python -m benchmarks.images                  # 2 seeds, 30 epochs
     python -m benchmarks.images --quick          # 1 seed, 10 epochs
@@ -69,15 +72,21 @@ def run_ours(model: str, seed: int, epochs: int, eval_epoch: int) -> dict:
 
     from benchmarks import digits
     from numpyro_flows.density import FlowDistribution
-    from numpyro_flows.images import UniformDequantization
+    from numpyro_flows.images import UniformDequantization, VariationalDequantization
     from numpyro_flows.training import fit
 
     train, test = digits.load_digits_split()
     if model in ("maf", "gaussian"):
         train, test = train.reshape(len(train), -1), test.reshape(len(test), -1)
     noise = digits.test_noise(test)
-    flow = _ours(model)
+    variational = model.endswith("_vdeq")
+    flow = _ours(model.removesuffix("_vdeq"))
     optimizer = optax.adam(1e-3)
+    dequantize = (
+        VariationalDequantization(digits.NUM_LEVELS)
+        if variational
+        else UniformDequantization(digits.NUM_LEVELS)
+    )
 
     def run(num_epochs):
         start = time.perf_counter()
@@ -89,21 +98,29 @@ def run_ours(model: str, seed: int, epochs: int, eval_epoch: int) -> dict:
             num_epochs=num_epochs,
             batch_size=128,
             val_fraction=0.0,
-            dequantize=UniformDequantization(digits.NUM_LEVELS),
+            dequantize=dequantize,
             progress_bar=False,
         )
         return result, time.perf_counter() - start
 
     log_prob = jax.jit(lambda params, x: FlowDistribution(flow, params).log_prob(x))
 
-    def test_bpd(params):
-        nll = -np.mean(
-            [
-                np.mean(log_prob(params, jnp.asarray(digits.dequantize(test, u), jnp.float32)))
+    @jax.jit
+    def bound(params, q_params, key, levels):
+        x, log_q = dequantize(key, levels, q_params)
+        return FlowDistribution(flow, params).log_prob(x) - log_q
+
+    def test_bpd(result):
+        if variational:  # the variational bound, over 8 draws of q per image
+            levels = jnp.asarray(test, jnp.float32)
+            keys = jax.random.split(jax.random.key(1), len(noise))
+            draws = [bound(result.params, result.dequantizer_params, k, levels) for k in keys]
+        else:
+            draws = [
+                log_prob(result.params, jnp.asarray(digits.dequantize(test, u), jnp.float32))
                 for u in noise
             ]
-        )
-        return float(digits.bits_per_dim(nll))
+        return float(digits.bits_per_dim(-np.mean([np.mean(d) for d in draws])))
 
     first, first_seconds = run(eval_epoch)  # compiles
     full, seconds = run(epochs)
@@ -116,14 +133,37 @@ def run_ours(model: str, seed: int, epochs: int, eval_epoch: int) -> dict:
         "seed": seed,
         "num_params": int(sum(np.size(a) for a in jax.tree.leaves(params))),
         "epochs": epochs,
-        "test_bpd": {str(eval_epoch): test_bpd(first.params), str(epochs): test_bpd(params)},
+        "test_bpd": {str(eval_epoch): test_bpd(first), str(epochs): test_bpd(full)},
         "train_bpd_last": float(digits.bits_per_dim(full.train_losses[-1])),
-        "time_per_epoch_s": seconds / epochs,
-        "time_per_step_s": seconds / full.num_steps,
+        # The median epoch, as normflows' (fit's own per-epoch wall times).
+        "time_per_epoch_s": float(np.median(full.epoch_seconds)),
+        "time_per_step_s": float(np.median(full.epoch_seconds)) / steps,
+        "wall_per_epoch_s": seconds / epochs,
         "steps_per_epoch": steps,
         "first_run_s": first_seconds,
         "nan_samples": int((~np.isfinite(np.asarray(samples).reshape(64, -1))).any(1).sum()),
     }
+
+
+def compile_by_steps(steps=(2, 4, 8, 16)) -> dict:
+    """Set-up + compile of one training step (init, then the jitted loss and gradient on a
+    batch of 128 images) of ``multiscale_glow(2, K, 64)``: flat in ``K`` when the steps of
+    a level run under one ``lax.scan``."""
+    import jax
+
+    from numpyro_flows import flows
+    from numpyro_flows.training import negative_log_likelihood
+
+    x = jax.random.uniform(jax.random.key(0), (128, 8, 8, 1), minval=0.01, maxval=0.99)
+    seconds = {}
+    for k in steps:
+        flow = flows.multiscale_glow(2, k, 64)
+        start = time.perf_counter()
+        params = flow.init(jax.random.key(0), (8, 8, 1))
+        step = jax.jit(jax.value_and_grad(lambda p, f=flow: negative_log_likelihood(f, p, x)))
+        jax.block_until_ready(step(params))
+        seconds[str(k)] = time.perf_counter() - start
+    return seconds
 
 
 def run_theirs(model: str, seed: int, epochs: int, eval_epoch: int) -> dict:
@@ -146,7 +186,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
-        "--models", nargs="+", default=["glow", "realnvp", "realnvp_channel", "maf", "gaussian"]
+        "--models",
+        nargs="+",
+        default=["glow", "realnvp", "realnvp_channel", "maf", "gaussian", "glow_vdeq"],
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
@@ -167,7 +209,8 @@ def main(argv=None):
     runs = []
     for seed in seeds:
         for model in args.models:
-            runners = [run_ours] if model == "gaussian" else [run_ours, run_theirs]
+            ours_only = model == "gaussian" or model.endswith("_vdeq")
+            runners = [run_ours] if ours_only else [run_ours, run_theirs]
             for runner in runners:
                 out = runner(model, seed, epochs, eval_epoch)
                 runs.append(out)
@@ -181,16 +224,19 @@ def main(argv=None):
                     ),
                     flush=True,
                 )
+    compile_seconds = compile_by_steps()
+    print(f"set-up + compile of a training step by steps per level: {compile_seconds}")
     path = write_json(
         "images",
         {
+            "compile_by_steps": compile_seconds,
             "protocol": {
                 "epochs": epochs,
                 "eval_epoch": eval_epoch,
                 "seeds": seeds,
                 "batch_size": 128,
                 "optimizer": "Adam 1e-3",
-                "threads": "1 (torch.set_num_threads(1); XLA " + ONE_THREAD + ")",
+                "threads": "one thread (torch.set_num_threads(1); XLA " + ONE_THREAD + ")",
             },
             "runs": runs,
         },

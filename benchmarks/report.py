@@ -375,6 +375,12 @@ def images_section(p) -> str:
                 f"{statistics.median(r['time_per_step_s'] for r in rs) * 1e3:.1f} ms | {ratio} | "
                 f"{sum(r['nan_samples'] for r in rs)} |"
             )
+    if p.get("compile_by_steps"):
+        cells = ", ".join(f"{k} steps {v:.2f} s" for k, v in p["compile_by_steps"].items())
+        lines.append(
+            f"\nSet-up + compile of a training step of `multiscale_glow(2, K, 64)` (init, "
+            f"then the jitted loss and gradient on 128 images): {cells}.\n"
+        )
     lines.extend(_note(p))
     return "\n".join(lines) + "\n"
 

@@ -76,7 +76,12 @@ def test_beta_bernoulli_posterior_mean(preset):
     assert np.all((draws > 0) & (draws < 1))
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+# An autoregressive affine and an autoregressive spline guide in the default run; the
+# coupling presets in the slow run.
+@pytest.mark.parametrize(
+    "preset",
+    [pytest.param(p, marks=[pytest.mark.slow] * (p not in ("iaf", "spline"))) for p in PRESETS],
+)
 def test_hierarchical_plated_model_with_deterministic_site(preset):
     guide = PRESETS[preset](eight_schools)
     params = fit(guide, eight_schools, steps=200)  # shapes and supports: no accuracy needed

@@ -19,7 +19,7 @@ from numpyro_flows.bijections import (
 )
 from numpyro_flows.bijections.image import ChannelSplit, ConvCoupling, PerPixel, Squeeze
 from numpyro_flows.density import FlowDistribution
-from numpyro_flows.images import UniformDequantization, bits_per_dim
+from numpyro_flows.images import UniformDequantization, VariationalDequantization, bits_per_dim
 from numpyro_flows.nn.conv import ConvResNet, conv2d
 from numpyro_flows.testing import check_transform, randomize_params
 from numpyro_flows.training import fit
@@ -168,3 +168,48 @@ def test_fit_dequantized_images_then_sample_and_score_them():
         fit(jax.random.key(0), flow, levels / 4.5, dequantize=dequantize, num_epochs=1)
     with pytest.raises(ValueError, match="channel axis"):
         fit(jax.random.key(0), flow, levels[..., 0], num_epochs=1)
+
+
+def test_variational_dequantization_log_density():
+    q = VariationalDequantization(5, hidden_channels=8, num_steps=2)
+    params = random(q.init(jax.random.key(0), (4, 4, 2)), scale=0.3)
+    k = jnp.asarray(np.random.default_rng(1).integers(0, 5, (1, 4, 4, 2)), jnp.float32)
+    e = jax.random.normal(jax.random.key(3), k.shape)
+
+    @jax.jit
+    def check(params):
+        x, log_q = q(jax.random.key(3), k, params)
+        u, log_q_of_e = q.noise(e, k, params)
+        flat = lambda v: q.noise(v.reshape(k.shape), k, params)[0].reshape(-1)  # noqa: E731
+        return x * 5 - k, log_q, u, log_q_of_e, jax.jacfwd(flat)(e.reshape(-1))
+
+    u, log_q, u_of_e, log_q_of_e, jacobian = check(params)
+    assert ((u > 0) & (u < 1)).all()
+    np.testing.assert_allclose(u_of_e, u, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(log_q_of_e, log_q, rtol=1e-6)
+    # log q(u | k) is the change of variables from the Gaussian draw e -> u.
+    reference = jnp.sum(jax.scipy.stats.norm.logpdf(e)) - jnp.linalg.slogdet(jacobian)[1]
+    np.testing.assert_allclose(log_q[0], reference, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_fit_trains_a_variational_dequantizer_with_the_flow():
+    levels = np.random.default_rng(1).integers(0, 5, (64, 4, 4, 2))
+    q = VariationalDequantization(5, hidden_channels=8, num_steps=2)
+    params = q.init(jax.random.key(0), (4, 4, 2))
+    # fit trains q with the flow and returns its params apart from the flow's.
+    flow = flows.multiscale_glow(1, 1, 8)
+    result = fit(
+        jax.random.key(0),
+        flow,
+        levels,
+        dequantize=q,
+        num_epochs=2,
+        batch_size=32,
+        progress_bar=False,
+    )
+    assert np.isfinite(result.train_losses).all()
+    assert jax.tree.structure(result.dequantizer_params) == jax.tree.structure(params)
+    assert FlowDistribution(flow, result.params).event_shape == (4, 4, 2)
+    with pytest.raises(ValueError, match="for images"):
+        fit(jax.random.key(0), flows.maf(), levels.reshape(64, -1), dequantize=q, num_epochs=1)

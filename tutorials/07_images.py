@@ -205,3 +205,19 @@ fig.savefig(IMG / "07_samples.png", dpi=110, bbox_inches="tight")
 # what a likelihood-trained flow of this size does with 1 500 training images. The
 # side-by-side comparison with the PyTorch `normflows` library (same architecture, same
 # epochs) is in `benchmarks/RESULTS.md` (`python -m benchmarks.images`).
+#
+# ## A learned dequantization noise
+#
+# Uniform noise is one choice of `q(u | k)`. `VariationalDequantization` learns it (a
+# small conditional flow of the levels, trained with the model by `fit`, returned as
+# `result.dequantizer_params`); the bound then reads
+# `E_q[log p(x) - log q(u | k)] - D log K` and is tighter when `q` puts its noise where the
+# model's density of each cell is high. In the benchmark it lowered the Glow's test
+# bits/dim after 30 epochs from 2.193 to 2.147 (two seeds), at 1.6 times the time per
+# epoch:
+#
+# ```python
+# from numpyro_flows.images import VariationalDequantization
+#
+# result = fit(key, flow, train, dequantize=VariationalDequantization(K))
+# ```

@@ -149,19 +149,41 @@ class ConvCoupling(ImageBijection):
             :func:`checkerboard` (with ``parity``) is true are fixed, in all channels, and
             the network sees the image with the others set to zero.
         parity: which squares of the checkerboard are fixed (0 or 1).
+        context: an image ``(..., H, W, C_context)`` the network also sees (stacked onto
+            the fixed part's channels; ``conditioner.in_channels`` counts both), e.g. the
+            pixel levels in a variational dequantizer.
     """
 
-    children = ("params",)
+    children = ("params", "context")
     static = ("transformer", "conditioner", "mask", "parity")
 
-    def __init__(self, transformer, conditioner, params, mask: str = "channel", parity: int = 0):
+    def __init__(
+        self,
+        transformer,
+        conditioner,
+        params,
+        mask: str = "channel",
+        parity: int = 0,
+        context=None,
+    ):
         if mask not in ("channel", "checkerboard"):
             raise ValueError(f"mask must be 'channel' or 'checkerboard', got {mask!r}.")
         self.transformer, self.conditioner, self.params = transformer, conditioner, params
-        self.mask, self.parity = mask, int(parity)
+        self.mask, self.parity, self.context = mask, int(parity), context
+
+    def _fixed_channels(self):
+        context = 0 if self.context is None else self.context.shape[-1]
+        return self.conditioner.in_channels - context
 
     def _theta(self, fixed):
-        out = self.conditioner.apply(self.params, conditioner_input(fixed))
+        inputs = conditioner_input(fixed)
+        if self.context is not None:
+            context = jnp.broadcast_to(
+                jnp.asarray(self.context, fixed.dtype),
+                fixed.shape[:-1] + self.context.shape[-1:],
+            )
+            inputs = jnp.concatenate([inputs, context], -1)
+        out = self.conditioner.apply(self.params, inputs)
         num_params = self.transformer.num_params
         return out.reshape(out.shape[:-1] + (out.shape[-1] // num_params, num_params))
 
@@ -172,7 +194,7 @@ class ConvCoupling(ImageBijection):
             else self.transformer.forward_and_log_det
         )
         if self.mask == "channel":
-            d = self.conditioner.in_channels
+            d = self._fixed_channels()
             fixed, moving = v[..., :d], v[..., d:]
             moved, log_det = method(moving, self._theta(fixed))
             return jnp.concatenate([fixed, moved], -1), jnp.sum(log_det, (-3, -2, -1))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -45,6 +46,11 @@ class FitResult(NamedTuple):
         best_epoch: index of the epoch whose params are returned (-1 when no epoch ran).
         num_steps: optimiser steps applied.
         stop_reason: ``"completed"``, ``"early_stopping"`` or ``"non_finite"``.
+        dequantizer_params: the trained parameters of a
+            :class:`~numpyro_flows.images.VariationalDequantization` (``None`` otherwise).
+        epoch_seconds: ``(num_epochs_run,)`` wall time of each epoch, validation included
+            (the first one compiles, unless an earlier call with the same flow, optimizer
+            and batch layout did).
     """
 
     params: Any
@@ -54,6 +60,8 @@ class FitResult(NamedTuple):
     best_epoch: int
     num_steps: int
     stop_reason: str
+    dequantizer_params: Any = None
+    epoch_seconds: np.ndarray | None = None
 
     def __repr__(self) -> str:
         leaves = jax.tree.leaves(self.params)
@@ -167,7 +175,10 @@ def fit(
             levels, and every training batch is dequantized with fresh noise
             (``dequantize(rng_key, batch)``); the validation set once, with fixed noise.
             Losses are then nats per example of the dequantized data
-            (:func:`~numpyro_flows.images.bits_per_dim` converts them).
+            (:func:`~numpyro_flows.images.bits_per_dim` converts them). A
+            :class:`~numpyro_flows.images.VariationalDequantization` is trained with the
+            flow (losses are then its variational bound) and comes back as
+            ``result.dequantizer_params``.
         progress_bar: show a tqdm bar (as NumPyro's ``svi.run``).
 
     Returns:
@@ -208,7 +219,8 @@ def fit(
             stacklevel=2,
         )
 
-    if dequantize is not None and val is not None:
+    variational = dequantize is not None and hasattr(dequantize, "init")
+    if dequantize is not None and val is not None and not variational:
         val = (dequantize(noise_key, val[0]), val[1])
     fresh = params is None
     params, state = _initial_params(init_key, flow, params, state, data, context)
@@ -218,12 +230,25 @@ def fit(
     )
     if data_init is None:
         data_init = fresh and flow.layer.is_data_dependent()
+    if variational:
+        if data.ndim != 4:
+            raise ValueError(
+                "VariationalDequantization is for images (N, H, W, C) (its networks are "
+                "convolutions); use UniformDequantization for vectors."
+            )
+        dequantizer_params = dequantize.init(noise_key, dim, params_dtype(params))
     if data_init:
         first = np.asarray(jax.random.permutation(batch_key, num_train))[:batch_size]
         first_batch = tuple(None if a is None else a[first] for a in train)
-        if dequantize is not None:
+        if variational:
+            x = dequantize(noise_key, first_batch[0], dequantizer_params)[0]
+            first_batch = (x, first_batch[1])
+        elif dequantize is not None:
             first_batch = (dequantize(noise_key, first_batch[0]), first_batch[1])
         params, state = _data_init(flow, params, state, *first_batch)
+    if variational:
+        # The dequantizer's params train with the flow's; fit returns them apart.
+        params = {"flow": params, "dequantizer": dequantizer_params}
 
     flow = flow.with_batch_norm_momentum(momentum)
 
@@ -243,7 +268,12 @@ def fit(
 
     train_state = maximum_likelihood(flow, optimizer).init(params, state)
     history = _History(has_val=val is not None)
-    return _train(run_epoch, train_state, history, num_epochs, patience, flow.name, progress_bar)
+    result = _train(run_epoch, train_state, history, num_epochs, patience, flow.name, progress_bar)
+    if variational:
+        result = result._replace(
+            params=result.params["flow"], dequantizer_params=result.params["dequantizer"]
+        )
+    return result
 
 
 def _check_settings(flow, num_epochs, batch_size, val_fraction) -> None:
@@ -312,7 +342,10 @@ def _run_epoch(
     """One pass over shuffled minibatches, then the validation loss (``None`` without a
     validation set ``val = (data, context)``). Stops applying updates at the first
     non-finite step, so the returned state holds the last finite params."""
-    trainer = maximum_likelihood(flow, optimizer, base_dist=base_dist)
+    variational = dequantize is not None and hasattr(dequantize, "init")
+    trainer = maximum_likelihood(
+        flow, optimizer, base_dist=base_dist, dequantizer=dequantize if variational else None
+    )
     order_key, noise_key = jax.random.split(rng_key)
     order = jax.random.permutation(order_key, data.shape[0])[: num_batches * batch_size]
     batches = (
@@ -324,16 +357,23 @@ def _run_epoch(
     def body(carry, batch):
         train_state, ok = carry
         data, context, key = batch
-        if dequantize is not None:
-            data = dequantize(key, data)
-        new, info = trainer.step(train_state, data, context)
+        if variational:
+            new, info = trainer.step(train_state, data, context, key)
+        else:
+            if dequantize is not None:
+                data = dequantize(key, data)
+            new, info = trainer.step(train_state, data, context)
         ok = ok & info.finite
         # info.finite: whether this step was applied (none is after the first failure).
         return (tree_where(ok, new, train_state), ok), info._replace(finite=ok)
 
     (train_state, _), infos = jax.lax.scan(body, (train_state, jnp.array(True)), batches)
+    # With a variational dequantizer the validation levels get the same noise every epoch.
+    val_key = (jax.random.key(0),) if variational else ()
     val_loss = (
-        None if val is None else trainer.loss(train_state.params, train_state.flow_state, *val)
+        None
+        if val is None
+        else trainer.loss(train_state.params, train_state.flow_state, *val, *val_key)
     )
     return train_state, infos, val_loss
 
@@ -348,10 +388,15 @@ class _History:
     best_epoch: int = -1
     train_losses: list = dataclasses.field(default_factory=list)
     val_losses: list = dataclasses.field(default_factory=list)
+    epoch_seconds: list = dataclasses.field(default_factory=list)
+    started: float = dataclasses.field(default_factory=time.perf_counter)
 
     def record(self, epoch: int, train_state: TrainState, infos, val_loss) -> str:
         """Adds an epoch; returns the progress bar's message."""
-        finite, losses = np.asarray(infos.finite), np.asarray(infos.loss)
+        finite, losses = np.asarray(infos.finite), np.asarray(infos.loss)  # waits for it
+        now = time.perf_counter()
+        self.epoch_seconds.append(now - self.started)
+        self.started = now
         self.train_losses.append(float(np.mean(losses[finite])) if finite.any() else np.nan)
         current = (train_state.params, train_state.flow_state)
         if not self.has_val:
@@ -377,6 +422,7 @@ class _History:
             best_epoch=self.best_epoch,
             num_steps=int(train_state.step),
             stop_reason=stop_reason,
+            epoch_seconds=np.asarray(self.epoch_seconds),
         )
 
 
@@ -385,6 +431,7 @@ def _train(run_epoch, train_state, history, num_epochs, patience, name, progress
     from tqdm.auto import trange
 
     stop_reason = "completed"
+    history.started = time.perf_counter()
     with trange(num_epochs, disable=not progress_bar, desc=f"fit {name}") as bar:
         for epoch in bar:
             train_state, infos, val_loss = run_epoch(train_state, epoch)

@@ -97,11 +97,16 @@ def negative_log_likelihood(
         training: BatchNorm layers normalise with the statistics of ``data``.
         base_dist: base distribution; default ``Normal(0, I)``.
     """
+    return -jnp.mean(_log_likelihood(flow, params, data, context, flow_state, training, base_dist))
+
+
+def _log_likelihood(flow, params, data, context, flow_state, training, base_dist):
+    """``log p(data | context)`` per row (one inverse pass)."""
     transform = flow.transform(params, context, state=flow_state, training=training)
     if base_dist is None:
         base_dist = standard_normal(_event_shape(flow, params, data), jnp.result_type(data))
     z, log_det = transform.inverse_and_log_det(data)
-    return -jnp.mean(base_dist.log_prob(z) + log_det)
+    return base_dist.log_prob(z) + log_det
 
 
 def _event_shape(flow, params, data):
@@ -119,6 +124,7 @@ def maximum_likelihood(
     *,
     base_dist: dist.Distribution | None = None,
     momentum: float | None = None,
+    dequantizer=None,
 ) -> MaximumLikelihood:
     """Pure ``init``/``step``/``loss`` functions for fitting ``flow`` to data by maximum
     likelihood with an optax ``optimizer``.
@@ -137,6 +143,10 @@ def maximum_likelihood(
         momentum: BatchNorm running-statistics momentum, overriding the layers' own
             (``None``: each :class:`~numpyro_flows.layers.BatchNormLayer`'s
             ``momentum``, 0.1 by default).
+        dequantizer: a :class:`~numpyro_flows.images.VariationalDequantization`: then
+            ``params`` is ``{"flow": ..., "dequantizer": ...}``, ``data`` holds integer
+            levels, ``step`` and ``loss`` take a PRNG ``key`` (the dequantization noise),
+            and the loss is the variational bound ``-E_q[log p(x) - log q(u | k)]``.
 
     Returns:
         A :class:`MaximumLikelihood` of pure functions.
@@ -146,23 +156,29 @@ def maximum_likelihood(
     def init(params, flow_state=None) -> TrainState:
         return TrainState(params, optimizer.init(params), flow_state, jnp.zeros((), jnp.int32))
 
-    def loss(params, flow_state, data, context=None):
-        return negative_log_likelihood(
-            flow, params, data, context, flow_state=flow_state, base_dist=base_dist
-        )
+    def objective(params, flow_state, data, context, key, training):
+        """The loss, and the data the flow saw (dequantized when there is a dequantizer)."""
+        if dequantizer is None:
+            log_p = _log_likelihood(flow, params, data, context, flow_state, training, base_dist)
+            return -jnp.mean(log_p), data
+        x, log_q = dequantizer(key, data, params["dequantizer"])
+        log_p = _log_likelihood(flow, params["flow"], x, context, flow_state, training, base_dist)
+        return -jnp.mean(log_p - log_q), x
 
-    def step(train_state: TrainState, data, context=None):
+    def loss(params, flow_state, data, context=None, key=None):
+        return objective(params, flow_state, data, context, key, False)[0]
+
+    def step(train_state: TrainState, data, context=None, key=None):
         params, opt_state, flow_state, count = train_state
 
         def training_loss(p):
-            return negative_log_likelihood(
-                flow, p, data, context, flow_state=flow_state, training=True, base_dist=base_dist
-            )
+            return objective(p, flow_state, data, context, key, True)
 
-        value, grads = jax.value_and_grad(training_loss)(params)
+        (value, x), grads = jax.value_and_grad(training_loss, has_aux=True)(params)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
-        new_flow_state = flow.update_state(params, flow_state, data, context)
+        flow_params = params if dequantizer is None else params["flow"]
+        new_flow_state = flow.update_state(flow_params, flow_state, x, context)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(value) & jnp.isfinite(grad_norm) & all_finite(new_params)
         new = TrainState(new_params, new_opt_state, new_flow_state, count + 1)
