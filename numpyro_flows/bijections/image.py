@@ -73,8 +73,12 @@ class Squeeze(ImageBijection):
     """Space to depth: ``(..., H, W, C)`` to ``(..., H/2, W/2, 4C)`` (log-det 0).
 
     Each 2x2 patch of pixels becomes one pixel with four times the channels (RealNVP,
-    section 3.6), so the next convolutions see a larger neighbourhood. ``H`` and ``W`` must
-    be even.
+    section 3.6), so the next convolutions see a larger neighbourhood. The new channels
+    are ordered channel-major, ``(c, dh, dw)``: the first half of them holds the first
+    half of the old channels at all four positions, so a channel-mask coupling after a
+    squeeze conditions whole channels on others (as the reference implementations do;
+    ordered position-major it conditions one row of each patch on the other, which fit
+    the digits 0.011 bits/dim worse). ``H`` and ``W`` must be even.
     """
 
     def forward_and_log_det(self, x):
@@ -84,15 +88,18 @@ class Squeeze(ImageBijection):
                 f"Squeeze needs an even height and width, got an image of {h} x {w}; pad the "
                 "images or use fewer levels."
             )
+        n = len(batch)
         y = x.reshape(*batch, h // 2, 2, w // 2, 2, c)
-        y = jnp.moveaxis(y, -4, -3).reshape(*batch, h // 2, w // 2, 4 * c)
-        return y, jnp.zeros(tuple(batch), x.dtype)
+        # (..., h/2, dh, w/2, dw, c) -> (..., h/2, w/2, c, dh, dw)
+        y = jnp.transpose(y, (*range(n), n, n + 2, n + 4, n + 1, n + 3))
+        return y.reshape(*batch, h // 2, w // 2, 4 * c), jnp.zeros(tuple(batch), x.dtype)
 
     def inverse_and_log_det(self, y):
         *batch, h, w, c4 = y.shape
-        x = y.reshape(*batch, h, w, 2, 2, c4 // 4)
-        x = jnp.moveaxis(x, -3, -4).reshape(*batch, 2 * h, 2 * w, c4 // 4)
-        return x, jnp.zeros(tuple(batch), y.dtype)
+        n = len(batch)
+        x = y.reshape(*batch, h, w, c4 // 4, 2, 2)
+        x = jnp.transpose(x, (*range(n), n, n + 3, n + 1, n + 4, n + 2))
+        return x.reshape(*batch, 2 * h, 2 * w, c4 // 4), jnp.zeros(tuple(batch), y.dtype)
 
     def forward_shape(self, shape):
         *batch, h, w, c = shape
