@@ -167,12 +167,14 @@ def compile_by_steps(steps=(2, 4, 8, 16)) -> dict:
 
 
 def run_theirs(model: str, seed: int, epochs: int, eval_epoch: int) -> dict:
+    from benchmarks import digits
+
     try:
         from benchmarks.images_torch import run_normflows
     except ImportError:
         return {"library": "normflows", "model": model, "seed": seed, "error": "not installed"}
     out = run_normflows(model, seed, epochs, (eval_epoch, epochs))
-    steps = -(-1500 // 128)
+    steps = -(-digits.NUM_TRAIN // 128)
     out.update(
         library="normflows",
         test_bpd={str(k): v for k, v in out["test_bpd"].items()},

@@ -92,6 +92,10 @@ class Flow:
             )
         return int(dim)
 
+    def _dim_of(self, params):
+        """What ``params`` were made for, as ``init`` takes it: ``D`` or ``(H, W, C)``."""
+        return self.event_size(params) if self.layer.event_ndim == 1 else self.event_shape(params)
+
     def init_state(self, dim, dtype=None):
         """Non-trainable state (BatchNorm running statistics); ``None`` if there is none."""
         return self.layer.init_state(self._dim(dim), dtype)
@@ -147,7 +151,7 @@ class Flow:
             raise ValueError(self._mismatch(f"they give an event size of {event_size}"))
         given = jax.tree.flatten_with_path(params)
         given_shapes = [jnp.shape(leaf) for _, leaf in given[0]]
-        dim = event_size if self.layer.event_ndim == 1 else self.event_shape(params)
+        dim = self._dim_of(params)
         for context_dim in (0, 1):
             expected, treedef = _expected_shapes(self.layer, dim, context_dim)
             if treedef != given[1]:
@@ -222,8 +226,7 @@ class Flow:
 
     def _state_for(self, params, state):
         if state is None:
-            dim = self.event_shape(params) if self.layer.event_ndim > 1 else self.event_size(params)
-            return self.init_state(dim, jnp.result_type(*_leaves(params)))
+            return self.init_state(self._dim_of(params), jnp.result_type(*_leaves(params)))
         return state
 
 

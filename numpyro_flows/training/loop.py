@@ -219,11 +219,11 @@ def fit(
             stacklevel=2,
         )
 
-    variational = dequantize is not None and hasattr(dequantize, "init")
+    variational = _is_variational(dequantize)
     if dequantize is not None and val is not None and not variational:
         val = (dequantize(noise_key, val[0]), val[1])
     fresh = params is None
-    params, state = _initial_params(init_key, flow, params, state, data, context)
+    params, state = _initial_params(init_key, flow, params, state, dim, context, data.dtype)
     num_train = train[0].shape[0]
     batch_size, num_batches, num_epochs = _batch_layout(
         num_train, batch_size, num_epochs, num_steps
@@ -289,18 +289,23 @@ def _check_settings(flow, num_epochs, batch_size, val_fraction) -> None:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
 
 
-def _initial_params(rng_key, flow, params, state, data, context):
-    """Fresh params (or checks the given ones against the data) and the BatchNorm state."""
-    dim = data.shape[1] if data.ndim == 2 else tuple(data.shape[1:])
+def _is_variational(dequantize) -> bool:
+    """Whether ``dequantize`` has params of its own (a variational dequantizer)."""
+    return dequantize is not None and hasattr(dequantize, "init")
+
+
+def _initial_params(rng_key, flow, params, state, dim, context, dtype):
+    """Fresh params (or checks the given ones against the data's event, ``dim``: ``D`` or
+    ``(H, W, C)``) and the BatchNorm state."""
     if params is None:
         context_dim = 0 if context is None else context.shape[-1]
-        params = flow.init(rng_key, dim, context_dim, data.dtype)
-    elif data.ndim > 2 and tuple(flow.event_shape(params)) != dim:
+        params = flow.init(rng_key, dim, context_dim, dtype)
+    elif isinstance(dim, tuple) and tuple(flow.event_shape(params)) != dim:
         raise ValueError(
             f"params are for images of shape {tuple(flow.event_shape(params))} but data has "
             f"images of shape {dim}."
         )
-    elif data.ndim == 2 and flow.event_size(params) != dim:
+    elif not isinstance(dim, tuple) and flow.event_size(params) != dim:
         raise ValueError(
             f"params are for events of size {flow.event_size(params)} but data has {dim} columns."
         )
@@ -342,7 +347,7 @@ def _run_epoch(
     """One pass over shuffled minibatches, then the validation loss (``None`` without a
     validation set ``val = (data, context)``). Stops applying updates at the first
     non-finite step, so the returned state holds the last finite params."""
-    variational = dequantize is not None and hasattr(dequantize, "init")
+    variational = _is_variational(dequantize)
     trainer = maximum_likelihood(
         flow, optimizer, base_dist=base_dist, dequantizer=dequantize if variational else None
     )
