@@ -168,8 +168,10 @@ class AutoregressiveLayer(Layer):
 
     Args:
         transformer: the elementwise transformer.
-        hidden_dims: MADE hidden widths; ``None`` gives two layers of ``max(2 D, 16)``.
+        hidden_dims: MADE hidden widths; ``None`` gives two layers of
+            ``max(2 D, min_width)``.
         activation, skip_connections, residual: see :class:`~numpyro_flows.nn.MADE`.
+        min_width: the smallest default hidden width.
     """
 
     transformer: Any
@@ -177,6 +179,7 @@ class AutoregressiveLayer(Layer):
     activation: str | Callable = "elu"
     skip_connections: bool = False
     residual: bool = False
+    min_width: int = 16
 
     def _made(self, dim, hidden_dims, context_dim):
         return MADE(
@@ -190,7 +193,8 @@ class AutoregressiveLayer(Layer):
         )
 
     def init(self, rng_key, dim, context_dim=0, dtype=None):
-        made = self._made(dim, default_hidden_dims(dim, self.hidden_dims), context_dim)
+        hidden = default_hidden_dims(dim, self.hidden_dims, min_width=self.min_width)
+        made = self._made(dim, hidden, context_dim)
         return made.init(rng_key, dtype)
 
     def event_size(self, params):
@@ -216,20 +220,22 @@ class CouplingLayer(Layer):
 
     Args:
         transformer: the elementwise transformer.
-        hidden_dims: MLP hidden widths; ``None`` gives two layers of ``max(2 D, 16)``.
+        hidden_dims: MLP hidden widths; ``None`` gives two layers of ``max(2 D, min_width)``.
         activation, residual: see :class:`~numpyro_flows.nn.MLP`.
+        min_width: the smallest default hidden width.
     """
 
     transformer: Any
     hidden_dims: tuple[int, ...] | None = None
     activation: str | Callable = "elu"
     residual: bool = False
+    min_width: int = 16
 
     def init(self, rng_key, dim, context_dim=0, dtype=None):
         split = dim // 2
         mlp = MLP(
             split,
-            default_hidden_dims(dim, self.hidden_dims),
+            default_hidden_dims(dim, self.hidden_dims, min_width=self.min_width),
             (dim - split) * self.transformer.num_params,
             context_dim,
             self.activation,
@@ -610,7 +616,12 @@ class Repeat(Layer):
         layer: the repeated layer.
         num_layers: how many copies.
         permutation: ``"reverse"`` (every other layer reversed), ``"random"`` (a fixed
-            random permutation per layer, from ``seed``) or ``None``.
+            random permutation per layer, from ``seed``), ``"halves"`` (for coupling
+            layers: layers come in pairs, the second of a pair in the reverse order of the
+            first, so that the two halves swap roles, and each pair after the first starts
+            from a fixed random order, so that coordinates meet new partners; with ``D <= 2``
+            this is ``"reverse"``) or ``None``. Alternating halves alone never lets a
+            coupling flow model the dependence between two coordinates of the same half.
         seed: seed of the random permutations.
     """
 
@@ -622,9 +633,10 @@ class Repeat(Layer):
     def __post_init__(self):
         if self.num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {self.num_layers}.")
-        if self.permutation not in ("reverse", "random", None):
+        if self.permutation not in ("reverse", "random", "halves", None):
             raise ValueError(
-                f"permutation must be 'reverse', 'random' or None, got {self.permutation!r}."
+                "permutation must be 'reverse', 'random', 'halves' or None, got "
+                f"{self.permutation!r}."
             )
 
     def init(self, rng_key, dim, context_dim=0, dtype=None):
@@ -644,20 +656,28 @@ class Repeat(Layer):
         """The ``(num_layers, dim)`` variable orders, or ``None`` for no permutation."""
         if self.permutation is None:
             return None
-        if self.permutation == "reverse":
+        if self._alternate_reverse(dim):
             orders = [np.arange(dim)[:: -1 if i % 2 else 1] for i in range(self.num_layers)]
+        elif self.permutation == "halves":
+            rng = np.random.default_rng(self.seed)
+            starts = [np.arange(dim)] + [rng.permutation(dim) for _ in range(self.num_layers // 2)]
+            orders = [starts[i // 2][:: -1 if i % 2 else 1] for i in range(self.num_layers)]
         else:
             rng = np.random.default_rng(self.seed)
             orders = [np.arange(dim)] + [rng.permutation(dim) for _ in range(self.num_layers - 1)]
         return np.stack(orders).astype(np.int32)
+
+    def _alternate_reverse(self, dim: int) -> bool:
+        return self.permutation == "reverse" or (self.permutation == "halves" and dim <= 2)
 
     def _wrap(self, bijection, perm):
         return bijection if perm is None else Permuted(bijection, perm)
 
     def build(self, params, context=None, state=None, training=False):
         # The reversed order is a static flip inside the loop (see Scan), not a gather.
-        alternate_reverse = self.permutation == "reverse"
-        perms = None if alternate_reverse else self.permutations(self.event_size(params))
+        dim = self.event_size(params)
+        alternate_reverse = self._alternate_reverse(dim)
+        perms = None if alternate_reverse else self.permutations(dim)
 
         def one(p, s, perm):
             return self._wrap(self.layer.build(p, context, s, training), perm)

@@ -135,8 +135,10 @@ class MADE:
         return jnp.swapaxes(out, -1, -2)
 
 
-def default_hidden_dims(dim: int, hidden_dims: Sequence[int] | None, factor: int = 2):
-    """Hidden widths when the user gave none: two layers of ``max(factor * dim, 16)``."""
+def default_hidden_dims(
+    dim: int, hidden_dims: Sequence[int] | None, factor: int = 2, min_width: int = 16
+):
+    """Hidden widths when the user gave none: two layers of ``max(factor * dim, min_width)``."""
     if hidden_dims is None:
-        return (max(factor * dim, 16),) * 2
+        return (max(factor * dim, min_width),) * 2
     return tuple(int(h) for h in hidden_dims)
