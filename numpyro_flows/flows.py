@@ -46,6 +46,7 @@ from numpyro_flows.layers import (
     Repeat,
     ReversedLayer,
     Sequential,
+    build_layer,
     with_batch_norm_momentum,
 )
 
@@ -109,20 +110,27 @@ class Flow:
         """The event shape ``params`` were initialised for: ``(D,)``, or ``(H, W, C)``."""
         return self.layer.event_shape(params)
 
-    def transform(self, params, context=None, *, state=None, training: bool = False) -> Bijection:
+    def transform(
+        self, params, context=None, *, state=None, training: bool = False, rng_key=None
+    ) -> Bijection:
         """The bijection (base -> target) for ``params`` and an optional ``context``.
 
         Args:
             params: from :meth:`init` (or trained).
             context: ``(..., context_dim)`` for a conditional flow.
             state: running statistics, for flows with BatchNorm layers.
-            training: BatchNorm layers use batch statistics in the density direction.
+            training: BatchNorm layers use batch statistics in the density direction; with
+                an ``rng_key`` too, layers with dropout drop units.
+            rng_key: a PRNG key for dropout in training mode (a fresh one per step, as
+                :func:`~numpyro_flows.training.fit` passes). One key gives one fixed
+                dropout mask, so the transform is still a bijection. Ignored when
+                ``training`` is false: evaluation uses the full network.
         """
         if context is not None:
             context = jnp.asarray(context)
         if self.check_params(params) is None:  # a user layer that does not know its size
-            return self.layer.build(params, context, state, training)
-        bijection = self.layer.build(params, context, state, training)
+            return build_layer(self.layer, params, context, state, training, rng_key)
+        bijection = build_layer(self.layer, params, context, state, training, rng_key)
         return EventSizeChecked(bijection, self.event_shape(params), self.name)
 
     def check_params(self, params) -> int | None:
@@ -363,6 +371,7 @@ def iaf(
     nonlinearity: str | Callable = "elu",
     permutation: str | None = "reverse",
     log_scale_bound: float | tuple[float, float] = (-5.0, 3.0),
+    dropout: float = 0.0,
 ) -> Flow:
     """Inverse autoregressive flow: affine MADE layers, parallel in the sampling direction.
 
@@ -377,9 +386,20 @@ def iaf(
         permutation: variable order across layers: ``"reverse"``, ``"random"`` or ``None``.
         log_scale_bound: each layer's log-scale lies in ``(low, high)`` (see
             :class:`~numpyro_flows.bijections.Affine`).
+        dropout: probability of dropping each hidden unit of the MADEs, in ``[0, 1)``
+            (inverted dropout, applied after each hidden activation). Only in training
+            mode with a key, ``flow.transform(params, training=True, rng_key=key)``, which
+            :func:`~numpyro_flows.training.fit` passes fresh at every step; everything
+            else (validation losses, :class:`~numpyro_flows.density.FlowDistribution`,
+            sampling, guides in SVI and at inference) uses the full, deterministic
+            network.
     """
     layer = AutoregressiveLayer(
-        Affine(log_scale_bound), _hidden(hidden_dims), nonlinearity, skip_connections
+        Affine(log_scale_bound),
+        _hidden(hidden_dims),
+        nonlinearity,
+        skip_connections,
+        dropout=dropout,
     )
     return Flow(Repeat(layer, num_flows, permutation), "iaf")
 
@@ -393,6 +413,7 @@ def maf(
     permutation: str | None = "reverse",
     log_scale_bound: float | tuple[float, float] = (-5.0, 3.0),
     batch_norm: bool = False,
+    dropout: float = 0.0,
 ) -> Flow:
     """Masked autoregressive flow: like :func:`iaf`, parallel in the density direction.
 
@@ -409,6 +430,10 @@ def maf(
             first thing data meets in the density direction (the paper's "MAF with batch
             norm"). Its running statistics are state, not params: see
             :meth:`Flow.init_state` and :func:`numpyro_flows.training.fit`.
+        dropout: probability of dropping each hidden unit of the MADEs while
+            :func:`~numpyro_flows.training.fit` trains (a fresh key every step, inverted
+            dropout); validation losses, ``log_prob``, sampling and every other use are
+            deterministic and use the full network (see :func:`iaf`).
         The other arguments are those of :func:`iaf`.
     """
     layer = AutoregressiveLayer(
@@ -417,6 +442,7 @@ def maf(
         nonlinearity,
         skip_connections,
         min_width=DENSITY_DEFAULTS["min_width"],
+        dropout=dropout,
     )
     return Flow(
         Repeat(_with_batch_norm(InvertLayer(layer), batch_norm), num_flows, permutation), "maf"

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from numpyro_flows.bijections import ActNorm, Chain, Invert, LogitPreprocess, lift_elementwise
 from numpyro_flows.bijections.image import ChannelSplit, ConvCoupling, PerPixel, Squeeze
-from numpyro_flows.layers import Layer, Repeat, _no_context
+from numpyro_flows.layers import Layer, Repeat, _no_context, build_layer
 from numpyro_flows.nn.conv import ConvResNet
 
 
@@ -44,8 +44,8 @@ class PerPixelLayer(Layer):
     def event_size(self, params):
         return self.layer.event_size(params)
 
-    def build(self, params, context=None, state=None, training=False):
-        return PerPixel(self.layer.build(params, context, state, training))
+    def build(self, params, context=None, state=None, training=False, rng_key=None):
+        return PerPixel(build_layer(self.layer, params, context, state, training, rng_key))
 
     def propagate(self, params, state, y, context=None, op="data_init"):
         return self.layer.propagate(params, state, y, context, op)
@@ -207,13 +207,15 @@ class MultiscaleLayer(Layer):
     def _prior(self, level):
         return PerPixel(ActNorm(level["prior"]["loc"], level["prior"]["raw_log_scale"]))
 
-    def build(self, params, context=None, state=None, training=False):
+    def build(self, params, context=None, state=None, training=False, rng_key=None):
         _no_context(self, context)
         inner = None
-        for level in reversed(params["levels"]):
+        num_levels = len(params["levels"])
+        keys = [None] * num_levels if rng_key is None else jax.random.split(rng_key, num_levels)
+        for level, key in reversed(list(zip(params["levels"], keys))):
             prior = self._prior(level)
             middle = prior if inner is None else ChannelSplit(inner, prior, _split(level))
-            steps = self._steps().build(level["steps"], None, None, training)
+            steps = build_layer(self._steps(), level["steps"], None, None, training, key)
             inner = Chain([Squeeze(), middle, steps, Invert(Squeeze())])
         return inner if self.logit_alpha is None else Chain([inner, self._logit()])
 

@@ -4,7 +4,9 @@ A layer is a small frozen dataclass (static, hashable architecture) with
 
 * ``init(rng_key, dim, context_dim=0, dtype=None) -> params`` (a pytree of arrays),
 * ``init_state(dim, dtype=None) -> state`` (non-trainable state, ``None`` for most layers),
-* ``build(params, context=None, state=None, training=False) -> Bijection``,
+* ``build(params, context=None, state=None, training=False) -> Bijection`` (a layer with
+  randomness in training mode, dropout, also takes ``rng_key=None``; see
+  :meth:`Layer.needs_rng_key` and :func:`build_layer`),
 * ``event_size(params) -> int`` (the ``D`` its parameters were made for),
 * ``propagate(params, state, y, context, op) -> (params, state, x)``: pushes data ``y``
   from the output (target) side to the input side, letting each layer look at the data
@@ -16,8 +18,9 @@ A layer is a small frozen dataclass (static, hashable architecture) with
 parameters of identical layers and builds a :class:`~numpyro_flows.bijections.Scan`.
 
 A layer also answers questions about its own kind, so that code walking a flow needs no
-list of layer classes: :meth:`Layer.is_data_dependent` (does ``data_init`` change it?) and
-:meth:`Layer.is_affine_in_one_dimension`. :func:`sublayers` walks the tree of layers and
+list of layer classes: :meth:`Layer.is_data_dependent` (does ``data_init`` change it?),
+:meth:`Layer.is_affine_in_one_dimension` and :meth:`Layer.needs_rng_key` (does training
+mode use randomness?). :func:`sublayers` walks the tree of layers and
 :func:`with_batch_norm_momentum` rebuilds it with another BatchNorm momentum.
 """
 
@@ -54,6 +57,7 @@ from numpyro_flows.bijections.batchnorm import batch_statistics
 from numpyro_flows.bijections.bnaf import BlockNeuralAutoregressive
 from numpyro_flows.bijections.bnaf import init_params as bnaf_init_params
 from numpyro_flows.nn import MADE, MLP, default_hidden_dims
+from numpyro_flows.nn.common import check_dropout_rate
 
 
 class Layer:
@@ -68,9 +72,14 @@ class Layer:
         """Non-trainable state (running statistics), or ``None`` when the layer has none."""
         return None
 
-    def build(self, params, context=None, state=None, training: bool = False):
+    def build(self, params, context=None, state=None, training: bool = False, rng_key=None):
         """The :class:`~numpyro_flows.bijections.Bijection` for ``params`` (and a context,
-        state, training flag where the layer uses them)."""
+        state, training flag where the layer uses them).
+
+        ``rng_key`` drives the randomness of training mode (dropout). Only a layer whose
+        :meth:`needs_rng_key` is true is given one (see :func:`build_layer`), so a layer
+        without randomness may leave the argument out of its own ``build``.
+        """
         raise NotImplementedError
 
     event_ndim = 1
@@ -100,6 +109,11 @@ class Layer:
         of them is."""
         return any(child.is_data_dependent() for child in _child_layers(self))
 
+    def needs_rng_key(self) -> bool:
+        """Whether :meth:`build` in training mode uses an ``rng_key`` (dropout). A layer
+        holding other layers needs one when one of them does."""
+        return any(child.needs_rng_key() for child in _child_layers(self))
+
     def is_affine_in_one_dimension(self) -> bool:
         """Whether this layer, on 1-D events without a context, is an affine map.
 
@@ -117,6 +131,21 @@ def _child_layers(layer: Layer) -> tuple[Layer, ...]:
         value = getattr(layer, field.name)
         children.extend(value if isinstance(value, tuple) else (value,))
     return tuple(child for child in children if isinstance(child, Layer))
+
+
+def build_layer(layer: Layer, params, context=None, state=None, training=False, rng_key=None):
+    """``layer.build(params, context, state, training)``, giving it ``rng_key`` only in
+    training mode and only when :meth:`Layer.needs_rng_key`: layers without randomness
+    (user layers among them) keep their four-argument ``build``, and evaluation mode is
+    deterministic whatever key is passed."""
+    if training and rng_key is not None and layer.needs_rng_key():
+        return layer.build(params, context, state, training, rng_key=rng_key)
+    return layer.build(params, context, state, training)
+
+
+def _split_key(rng_key, num: int):
+    """``num`` keys from ``rng_key`` (``num`` ``None`` s without one)."""
+    return (None,) * num if rng_key is None else tuple(jax.random.split(rng_key, num))
 
 
 def sublayers(layer: Layer) -> Iterator[Layer]:
@@ -172,6 +201,10 @@ class AutoregressiveLayer(Layer):
             ``max(2 D, min_width)``.
         activation, skip_connections, residual: see :class:`~numpyro_flows.nn.MADE`.
         min_width: the smallest default hidden width.
+        dropout: probability of dropping each hidden unit of the MADE in training mode
+            (``build(..., training=True, rng_key=key)``, as :func:`~numpyro_flows.training.fit`
+            does with a fresh key every step); in evaluation mode (no key, or
+            ``training=False``) the full network is used, unscaled (inverted dropout).
     """
 
     transformer: Any
@@ -180,6 +213,10 @@ class AutoregressiveLayer(Layer):
     skip_connections: bool = False
     residual: bool = False
     min_width: int = 16
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "dropout", check_dropout_rate(self.dropout))
 
     def _made(self, dim, hidden_dims, context_dim):
         return MADE(
@@ -190,6 +227,7 @@ class AutoregressiveLayer(Layer):
             self.activation,
             self.skip_connections,
             self.residual,
+            self.dropout,
         )
 
     def init(self, rng_key, dim, context_dim=0, dtype=None):
@@ -200,11 +238,16 @@ class AutoregressiveLayer(Layer):
     def event_size(self, params):
         return params["out"]["b"].shape[-1] // self.transformer.num_params
 
-    def build(self, params, context=None, state=None, training=False):
+    def build(self, params, context=None, state=None, training=False, rng_key=None):
         _check_context(self, params, context)
         hidden = tuple(layer["b"].shape[-1] for layer in params["hidden"])
         made = self._made(self.event_size(params), hidden, _context_dim(params))
-        return MaskedAutoregressive(self.transformer, made, params, context)
+        key = rng_key if training and self.dropout > 0 else None
+        return MaskedAutoregressive(self.transformer, made, params, context, key)
+
+    def needs_rng_key(self):
+        """True with ``dropout > 0``."""
+        return self.dropout > 0
 
     def is_affine_in_one_dimension(self):
         """Affine with an :class:`~numpyro_flows.bijections.Affine` transformer: the first
@@ -351,8 +394,8 @@ class ReversedLayer(_WrappedLayer):
     in a layer that follows it; identity at init when the wrapped layer is.
     """
 
-    def build(self, params, context=None, state=None, training=False):
-        return Reversed(self.layer.build(params, context, state, training))
+    def build(self, params, context=None, state=None, training=False, rng_key=None):
+        return Reversed(build_layer(self.layer, params, context, state, training, rng_key))
 
 
 @dataclass(frozen=True)
@@ -362,8 +405,8 @@ class InvertLayer(_WrappedLayer):
     Data propagation goes through the inverse without refreshing the wrapped layer.
     """
 
-    def build(self, params, context=None, state=None, training=False):
-        return Invert(self.layer.build(params, context, state, training))
+    def build(self, params, context=None, state=None, training=False, rng_key=None):
+        return Invert(build_layer(self.layer, params, context, state, training, rng_key))
 
 
 @dataclass(frozen=True)
@@ -589,11 +632,12 @@ class Sequential(Layer):
     def _states(self, state):
         return (None,) * len(self.layers) if state is None else state
 
-    def build(self, params, context=None, state=None, training=False):
+    def build(self, params, context=None, state=None, training=False, rng_key=None):
+        keys = _split_key(rng_key, len(self.layers))
         return Chain(
             [
-                layer.build(p, context, s, training)
-                for layer, p, s in zip(self.layers, params, self._states(state))
+                build_layer(layer, p, context, s, training, k)
+                for layer, p, s, k in zip(self.layers, params, self._states(state), keys)
             ]
         )
 
@@ -673,17 +717,19 @@ class Repeat(Layer):
     def _wrap(self, bijection, perm):
         return bijection if perm is None else Permuted(bijection, perm)
 
-    def build(self, params, context=None, state=None, training=False):
+    def build(self, params, context=None, state=None, training=False, rng_key=None):
         # The reversed order is a static flip inside the loop (see Scan), not a gather.
         dim = self.event_size(params)
         alternate_reverse = self._alternate_reverse(dim)
         perms = None if alternate_reverse else self.permutations(dim)
+        # One key per layer, stacked as the params are.
+        keys = None if rng_key is None else jax.random.split(rng_key, self.num_layers)
 
-        def one(p, s, perm):
-            return self._wrap(self.layer.build(p, context, s, training), perm)
+        def one(p, s, perm, key):
+            return self._wrap(build_layer(self.layer, p, context, s, training, key), perm)
 
-        in_axes = (0, None if state is None else 0, None if perms is None else 0)
-        layers = jax.vmap(one, in_axes=in_axes)(params, state, perms)
+        in_axes = (0, *(None if a is None else 0 for a in (state, perms, keys)))
+        layers = jax.vmap(one, in_axes=in_axes)(params, state, perms, keys)
         return Scan(layers, alternate_reverse=alternate_reverse)
 
     def propagate(self, params, state, y, context=None, op="data_init"):
@@ -719,6 +765,7 @@ __all__ = [
     "ReversedLayer",
     "Sequential",
     "TransformLayer",
+    "build_layer",
     "sublayers",
     "with_batch_norm_momentum",
 ]

@@ -52,6 +52,8 @@ IMAGE_FACTORIES = {
 VARIANTS = {
     "neural_spline_maf": partial(flows.neural_spline, invert=True),
     "maf_batch_norm": partial(flows.maf, batch_norm=True),
+    # Evaluation mode: the full network (train mode is checked in test_dropout.py).
+    "maf_dropout": partial(flows.maf, dropout=0.2),
     "bnaf_deep": partial(flows.bnaf, num_flows=3, hidden_factors=(4,)),
     "realnvp_batch_norm": partial(flows.realnvp, batch_norm=True),
     "neural_spline_no_affine": partial(flows.neural_spline, affine=False),

@@ -24,12 +24,16 @@ class MaskedAutoregressive(Bijection):
         made: the MADE config; ``made.num_params`` must equal ``transformer.num_params``.
         params: the MADE's parameters.
         context: optional context ``(..., C)`` when ``made.context_dim > 0``.
+        rng_key: a PRNG key for the MADE's dropout (training); ``None``: the full network.
+            The key is a leaf: one key is one fixed dropout mask, so the map stays a
+            bijection (the sequential inverse sees the same units dropped).
     """
 
-    children = ("params", "context")
+    children = ("params", "context", "rng_key")
     static = ("transformer", "made")
+    rng_key = None  # bijections pickled before dropout existed have no key: no dropout
 
-    def __init__(self, transformer, made: MADE, params, context=None):
+    def __init__(self, transformer, made: MADE, params, context=None, rng_key=None):
         if made.num_params != transformer.num_params:
             raise ValueError(
                 f"MADE outputs {made.num_params} parameters per dimension but the "
@@ -39,9 +43,10 @@ class MaskedAutoregressive(Bijection):
         self.made = made
         self.params = params
         self.context = context
+        self.rng_key = rng_key
 
     def _theta(self, x):
-        return self.made.apply(self.params, conditioner_input(x), self.context)
+        return self.made.apply(self.params, conditioner_input(x), self.context, self.rng_key)
 
     def forward_and_log_det(self, x):
         y, log_det = self.transformer.forward_and_log_det(x, self._theta(x))

@@ -115,6 +115,34 @@ def dense_stack_init(rng_key, shapes, *, zero_last: bool = True, dtype=None) -> 
     return layers
 
 
+def check_dropout_rate(rate) -> float:
+    """``rate`` as a float in ``[0, 1)``, or a ``ValueError`` that names the fix."""
+    try:
+        value = float(rate)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"dropout must be the probability of zeroing each hidden unit, in [0, 1), got "
+            f"{rate!r}; use e.g. dropout=0.1 (or dropout=0.0 for no dropout)."
+        )
+    return value
+
+
+def dropout(rng_key, x, rate: float):
+    """Inverted dropout: zeroes each entry of ``x`` with probability ``rate`` and scales
+    the rest by ``1 / (1 - rate)``, so that evaluation (no dropout) needs no rescaling.
+
+    Srivastava et al. (2014), *Dropout: A Simple Way to Prevent Neural Networks from
+    Overfitting*, https://jmlr.org/papers/v15/srivastava14a.html. Each entry (each unit of
+    each example) gets its own draw.
+    """
+    if rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rng_key, 1.0 - rate, jnp.shape(x))
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
 def cast_like(tree, x):
     """Casts every floating leaf of ``tree`` to the dtype of ``x`` (dtype in = dtype out)."""
     dtype = jnp.result_type(x)
@@ -144,7 +172,9 @@ __all__ = [
     "activation_name",
     "as_context",
     "cast_like",
+    "check_dropout_rate",
     "dense_init",
     "dense_stack_init",
+    "dropout",
     "get_activation",
 ]

@@ -10,10 +10,18 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_flows.nn.common import as_context, cast_like, dense_stack_init, get_activation
+from numpyro_flows.nn.common import (
+    as_context,
+    cast_like,
+    check_dropout_rate,
+    dense_stack_init,
+    dropout,
+    get_activation,
+)
 
 
 @functools.lru_cache(maxsize=256)
@@ -66,6 +74,10 @@ class MADE:
         activation: a name from ``numpyro_flows.nn.ACTIVATIONS`` or a callable.
         skip_connections: add a masked linear path from the input to the output.
         residual: add residual connections between hidden layers of equal width.
+        dropout: probability of zeroing each hidden unit after its activation (inverted
+            dropout: the kept units are scaled by ``1 / (1 - dropout)``), applied only when
+            ``apply`` is given an ``rng_key`` (training); without one the network is the
+            full, deterministic one. Dropout keeps the masks' autoregressive structure.
 
     ``apply(params, x, context)`` maps ``(..., D)`` to ``(..., D, num_params)``. The last
     layer starts at zero so that a fresh bijection built on it is the identity.
@@ -78,9 +90,11 @@ class MADE:
     activation: str | Callable = "elu"
     skip_connections: bool = False
     residual: bool = False
+    dropout: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
+        object.__setattr__(self, "dropout", check_dropout_rate(self.dropout))
         if self.input_dim < 1:
             raise ValueError(f"MADE needs input_dim >= 1, got {self.input_dim}.")
         too_narrow = [h for h in self.hidden_dims if h < self.input_dim]
@@ -112,19 +126,28 @@ class MADE:
             params["skip"] = jnp.zeros_like(params["out"]["w"], shape=(self.input_dim, out_dim))
         return params
 
-    def apply(self, params: dict, x, context=None):
-        """Evaluates the network: ``(..., D)`` (and ``(..., C)``) to ``(..., D, P)``."""
+    def apply(self, params: dict, x, context=None, rng_key=None):
+        """Evaluates the network: ``(..., D)`` (and ``(..., C)``) to ``(..., D, P)``.
+
+        With an ``rng_key`` and ``dropout > 0``, hidden units are dropped (one draw per
+        unit and batch entry; the same key and shapes give the same units, so a bijection
+        holding the key stays one invertible map). Without a key: no dropout.
+        """
         params = cast_like(params, x)
         hidden_masks, out_mask, skip_mask = made_masks(
             self.input_dim, self.hidden_dims, self.num_params, self.context_dim > 0
         )
         act = get_activation(self.activation)
+        use_dropout = rng_key is not None and self.dropout > 0 and self.hidden_dims
+        keys = jax.random.split(rng_key, len(self.hidden_dims)) if use_dropout else None
         h = x
         for i, (layer, mask) in enumerate(zip(params["hidden"], hidden_masks)):
             pre = h @ (layer["w"] * mask) + layer["b"]
             if i == 0 and self.context_dim:
                 pre = pre + as_context(context, x, self.context_dim) @ params["context"]
             new = act(pre)
+            if use_dropout:
+                new = dropout(keys[i], new, self.dropout)
             h = h + new if self.residual and new.shape == h.shape and i > 0 else new
         out = h @ (params["out"]["w"] * out_mask) + params["out"]["b"]
         if self.context_dim and not self.hidden_dims:

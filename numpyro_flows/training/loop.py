@@ -147,12 +147,15 @@ def fit(
     * **BatchNorm**: training mode (batch statistics) inside the loss, running statistics
       updated after each step, evaluation mode for the validation loss; they come back as
       ``result.state``, not in ``result.params``.
+    * **Dropout** (``flows.maf(dropout=...)``): every training step drops units with a
+      fresh key (so ``train_losses`` are those of the thinned networks); the validation
+      loss and the returned params' later use are evaluated with the full network.
     * **Non-finite losses**: the first step with a non-finite loss, gradient or update
       stops training with a ``RuntimeWarning``; the returned params are the best finite
       ones seen (by validation loss, else the last finite ones).
 
     Args:
-        rng_key: a JAX PRNG key (initialisation, validation split, shuffling).
+        rng_key: a JAX PRNG key (initialisation, validation split, shuffling, dropout).
         flow: the architecture, e.g. ``numpyro_flows.flows.maf()``.
         data: ``(N, D)`` training rows (NumPy or JAX); for 1-D data use ``data[:, None]``.
             An image flow (:func:`~numpyro_flows.flows.multiscale_glow`) takes images
@@ -372,7 +375,7 @@ def _run_epoch(
         else:
             if dequantize is not None:
                 data = dequantize(key, data)
-            new, info = trainer.step(train_state, data, context)
+            new, info = trainer.step(train_state, data, context, key)  # key: dropout
         ok = ok & info.finite
         # info.finite: whether this step was applied (none is after the first failure).
         return (tree_where(ok, new, train_state), ok), info._replace(finite=ok)

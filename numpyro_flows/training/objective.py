@@ -15,6 +15,7 @@ https://arxiv.org/abs/1912.02762).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -65,10 +66,13 @@ class MaximumLikelihood(NamedTuple):
 
     Attributes:
         init: ``init(params, flow_state=None) -> TrainState``.
-        step: ``step(train_state, data, context=None) -> (TrainState, StepInfo)``, with
-            ``data`` a ``(B, D)`` batch and ``context`` its ``(B, C)`` contexts.
+        step: ``step(train_state, data, context=None, key=None) -> (TrainState, StepInfo)``,
+            with ``data`` a ``(B, D)`` batch, ``context`` its ``(B, C)`` contexts and
+            ``key`` a PRNG key for the step's randomness (dropout, dequantization noise);
+            without a key, layers with dropout use the full network.
         loss: ``loss(params, flow_state, data, context=None) -> scalar``, the mean negative
-            log-likelihood in evaluation mode (BatchNorm uses its running statistics).
+            log-likelihood in evaluation mode (BatchNorm uses its running statistics,
+            dropout is off).
     """
 
     init: Callable
@@ -85,6 +89,7 @@ def negative_log_likelihood(
     flow_state=None,
     training: bool = False,
     base_dist: dist.Distribution | None = None,
+    rng_key=None,
 ) -> jax.Array:
     """Mean ``-log p(data | context)`` over the rows of ``data`` (one inverse pass).
 
@@ -94,15 +99,20 @@ def negative_log_likelihood(
         data: ``(N, D)``.
         context: ``(N, C)`` (or ``(C,)``, shared) for a conditional flow.
         flow_state: BatchNorm running statistics.
-        training: BatchNorm layers normalise with the statistics of ``data``.
+        training: BatchNorm layers normalise with the statistics of ``data``; with an
+            ``rng_key``, layers with dropout drop units.
         base_dist: base distribution; default ``Normal(0, I)``.
+        rng_key: the dropout key in training mode (see :meth:`Flow.transform`).
     """
-    return -jnp.mean(_log_likelihood(flow, params, data, context, flow_state, training, base_dist))
+    log_p = _log_likelihood(flow, params, data, context, flow_state, training, base_dist, rng_key)
+    return -jnp.mean(log_p)
 
 
-def _log_likelihood(flow, params, data, context, flow_state, training, base_dist):
+def _log_likelihood(flow, params, data, context, flow_state, training, base_dist, rng_key=None):
     """``log p(data | context)`` per row (one inverse pass)."""
-    transform = flow.transform(params, context, state=flow_state, training=training)
+    transform = flow.transform(
+        params, context, state=flow_state, training=training, rng_key=rng_key
+    )
     if base_dist is None:
         base_dist = standard_normal(_event_shape(flow, params, data), jnp.result_type(data))
     z, log_det = transform.inverse_and_log_det(data)
@@ -130,7 +140,8 @@ def maximum_likelihood(
     likelihood with an optax ``optimizer``.
 
     ``step`` evaluates the loss in training mode (BatchNorm layers use batch statistics, as
-    in Dinh et al. 2017, https://arxiv.org/abs/1605.08803, section 3.7), applies the
+    in Dinh et al. 2017, https://arxiv.org/abs/1605.08803, section 3.7; layers with dropout
+    drop units with a key derived from the step's ``key``), applies the
     optimiser's update, then moves the running statistics towards the batch's with
     ``flow.update_state``. A step whose loss, gradient or new params are not finite is
     rejected (the state comes back unchanged, ``info.finite`` is ``False``), so a
@@ -158,12 +169,22 @@ def maximum_likelihood(
 
     def objective(params, flow_state, data, context, key, training):
         """The loss, and the data the flow saw (dequantized when there is a dequantizer)."""
+        # Dropout only in training: its key is folded from the step's key, which the
+        # dequantizer keeps using as it is (its noise does not change with dropout).
+        dropout_key = jax.random.fold_in(key, 1) if training and key is not None else None
+        likelihood = functools.partial(
+            _log_likelihood,
+            flow,
+            context=context,
+            flow_state=flow_state,
+            training=training,
+            base_dist=base_dist,
+            rng_key=dropout_key,
+        )
         if dequantizer is None:
-            log_p = _log_likelihood(flow, params, data, context, flow_state, training, base_dist)
-            return -jnp.mean(log_p), data
+            return -jnp.mean(likelihood(params, data)), data
         x, log_q = dequantizer(key, data, params["dequantizer"])
-        log_p = _log_likelihood(flow, params["flow"], x, context, flow_state, training, base_dist)
-        return -jnp.mean(log_p - log_q), x
+        return -jnp.mean(likelihood(params["flow"], x) - log_q), x
 
     def loss(params, flow_state, data, context=None, key=None):
         return objective(params, flow_state, data, context, key, False)[0]
