@@ -1,10 +1,19 @@
 """Density estimation: held-out log-likelihood and fit time, numpyro_flows vs FlowJAX.
 
-Same data, same architecture size (layers, hidden width, one hidden layer, spline bins),
-same training protocol (Adam, batch size, epochs, 10% validation split, early stopping
-with the best params returned) for ``numpyro_flows.training.fit`` and FlowJAX's
-``flowjax.train.fit_to_data``. FlowJAX is a benchmark-only dependency
-(``benchmarks/requirements.txt``); without it its columns read "not installed".
+Two comparisons, on five data sets:
+
+* **matched**: the same architecture size (layers, hidden width, one hidden layer, spline
+  bins, ReLU) and the same training protocol (Adam, batch size, epochs, 10% validation
+  split, early stopping with the best params returned) for ``numpyro_flows.training.fit``
+  and FlowJAX's ``flowjax.train.fit_to_data``;
+* **defaults**: each library as a user meets it: ``fit(key, flow, data)`` with ``maf()``,
+  ``realnvp(invert=True)`` and ``neural_spline(coupling=True, invert=True)`` against
+  ``fit_to_data(key, flow, data)`` with FlowJAX's ``masked_autoregressive_flow``,
+  ``coupling_flow`` and ``coupling_flow`` with a rational-quadratic spline (8 knots,
+  interval 4, as in FlowJAX's documentation: the spline has no default).
+
+FlowJAX is a benchmark-only dependency (``benchmarks/requirements.txt``); without it its
+columns read "not installed".
 
 Run::
 
@@ -71,7 +80,37 @@ def banana_8d(num: int, rng) -> np.ndarray:
     return (x / x.std(0)).astype(np.float32)
 
 
-DATASETS = {"two_moons": two_moons, "mixture_1d": mixture_1d, "banana_8d": banana_8d}
+def pinwheel(num: int, rng) -> np.ndarray:
+    """Five curved arms (radial sd 0.3, tangential sd 0.1, rate 0.25), standardised;
+    ``(num, 2)``."""
+    arms = 5
+    angles = np.linspace(0, 2 * np.pi, arms, endpoint=False)
+    features = rng.standard_normal((num, 2)) * [0.3, 0.1] + [1.0, 0.0]
+    angle = angles[rng.integers(0, arms, num)] + 0.25 * np.exp(features[:, 0])
+    cos, sin = np.cos(angle), np.sin(angle)
+    points = np.stack(
+        [cos * features[:, 0] - sin * features[:, 1], sin * features[:, 0] + cos * features[:, 1]],
+        1,
+    )
+    return (points / points.std(0)).astype(np.float32)
+
+
+def checkerboard(num: int, rng) -> np.ndarray:
+    """Uniform on the dark squares of a 4 x 4 board, standardised; ``(num, 2)``: a density
+    with flat tops and sharp edges."""
+    x1 = rng.uniform(-2, 2, num)
+    x2 = rng.uniform(0, 1, num) - 2.0 * rng.integers(0, 2, num) + np.floor(x1) % 2
+    points = np.stack([x1, x2], 1)
+    return (points / points.std(0)).astype(np.float32)
+
+
+DATASETS = {
+    "two_moons": two_moons,
+    "mixture_1d": mixture_1d,
+    "banana_8d": banana_8d,
+    "pinwheel": pinwheel,
+    "checkerboard": checkerboard,
+}
 
 
 def gaussian_log_likelihood(train, test) -> float:
@@ -95,29 +134,40 @@ def gaussian_log_likelihood(train, test) -> float:
 LAYERS, WIDTH, BINS, BOUND, ACTIVATION = 5, 64, 8, 5.0, "relu"
 
 
-def ours(name: str):
-    """The numpyro_flows flow for a benchmark row."""
+def ours(name: str, defaults: bool = False):
+    """The numpyro_flows flow for a benchmark row (at its defaults for data, or matched)."""
+    if defaults:
+        return {
+            "maf": flows.maf,
+            "realnvp": lambda: flows.realnvp(invert=True),
+            "neural_spline": lambda: flows.neural_spline(coupling=True, invert=True),
+            "glow": flows.glow,
+        }[name]()
     size = {"hidden_dims": (WIDTH,), "nonlinearity": ACTIVATION}
     return {
         "maf": lambda: flows.maf(LAYERS, **size),
-        "realnvp": lambda: flows.realnvp(LAYERS, **size),
+        "realnvp": lambda: flows.realnvp(LAYERS, invert=True, **size),
         "neural_spline": lambda: flows.neural_spline(
-            LAYERS, num_bins=BINS, bound=BOUND, coupling=True, affine=False, **size
+            LAYERS, num_bins=BINS, bound=BOUND, coupling=True, affine=False, invert=True, **size
         ),
         "glow": lambda: flows.glow(LAYERS, **size),
     }[name]()
 
 
-def theirs(name: str, key, dim: int):
+def theirs(name: str, key, dim: int, defaults: bool = False):
     """The FlowJAX counterpart (``None`` where FlowJAX has none: Glow)."""
     base = FlowjaxNormal(jnp.zeros(dim))
-    size = {"flow_layers": LAYERS, "nn_width": WIDTH, "nn_depth": 1}
+    size = {} if defaults else {"flow_layers": LAYERS, "nn_width": WIDTH, "nn_depth": 1}
     if name == "maf":
         return masked_autoregressive_flow(key, base_dist=base, **size)
     if name == "realnvp":
         return coupling_flow(key, base_dist=base, **size)
     if name == "neural_spline":
-        spline = FlowjaxSpline(knots=BINS, interval=BOUND)
+        spline = (
+            FlowjaxSpline(knots=8, interval=4)
+            if defaults
+            else FlowjaxSpline(knots=BINS, interval=BOUND)
+        )
         return coupling_flow(key, base_dist=base, transformer=spline, **size)
     return None
 
@@ -126,20 +176,21 @@ FLOW_NAMES = ("maf", "realnvp", "neural_spline", "glow")
 
 
 def fit_ours(name, train, test, seed, protocol):
-    flow = ours(name)
-    optimizer = protocol["optimizer"]
+    """``protocol["defaults"]``: the flow and ``fit`` at their defaults (``epochs`` only
+    shortens the compiling first fit)."""
+    flow = ours(name, protocol["defaults"])
+    if protocol["defaults"]:
+        settings = {"num_epochs": protocol["epochs"]} if "epochs" in protocol else {}
+    else:
+        settings = {
+            "optimizer": protocol["optimizer"],
+            "num_epochs": protocol["epochs"],
+            "batch_size": protocol["batch_size"],
+            "val_fraction": 0.1,
+            "patience": protocol["patience"],
+        }
     t0 = time.perf_counter()
-    result = fit(
-        jax.random.key(seed),
-        flow,
-        train,
-        optimizer=optimizer,
-        num_epochs=protocol["epochs"],
-        batch_size=protocol["batch_size"],
-        val_fraction=0.1,
-        patience=protocol["patience"],
-        progress_bar=False,
-    )
+    result = fit(jax.random.key(seed), flow, train, progress_bar=False, **settings)
     jax.block_until_ready(result.params)
     seconds = time.perf_counter() - t0
     log_prob = jax.jit(lambda d, x: d.log_prob(x))
@@ -149,21 +200,21 @@ def fit_ours(name, train, test, seed, protocol):
 
 def fit_theirs(name, train, test, seed, protocol):
     key, fit_key = jax.random.split(jax.random.key(seed))
-    model = theirs(name, key, train.shape[1])
+    model = theirs(name, key, train.shape[1], protocol["defaults"])
     if model is None:
         return None
+    if protocol["defaults"]:
+        settings = {"max_epochs": protocol["epochs"]} if "epochs" in protocol else {}
+    else:
+        settings = {
+            "optimizer": protocol["optimizer"],
+            "max_epochs": protocol["epochs"],
+            "max_patience": protocol["patience"],
+            "batch_size": protocol["batch_size"],
+            "val_prop": 0.1,
+        }
     t0 = time.perf_counter()
-    model, losses = fit_to_data(
-        fit_key,
-        model,
-        jnp.asarray(train),
-        optimizer=protocol["optimizer"],
-        max_epochs=protocol["epochs"],
-        max_patience=protocol["patience"],
-        batch_size=protocol["batch_size"],
-        val_prop=0.1,
-        show_progress=False,
-    )
+    model, losses = fit_to_data(fit_key, model, jnp.asarray(train), show_progress=False, **settings)
     jax.block_until_ready(jax.tree.leaves(model))
     seconds = time.perf_counter() - t0
     held_out = float(jnp.mean(jax.jit(lambda x: model.log_prob(x))(jnp.asarray(test))))
@@ -192,6 +243,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="1 seed, 30 epochs, less data")
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS))
     parser.add_argument("--flows", nargs="*", default=list(FLOW_NAMES))
+    parser.add_argument("--sections", nargs="*", default=["matched", "defaults"])
     args = parser.parse_args(argv)
 
     num_train, num_test = (2000, 2000) if args.quick else (3000, 3000)
@@ -203,21 +255,31 @@ def main(argv=None):
         "patience": 10,
         "batch_size": 128,
     }
+    protocols = {"matched": {**protocol, "defaults": False}, "defaults": {"defaults": True}}
+    if args.quick:
+        protocols["defaults"]["epochs"] = protocol["epochs"]
     rows = []
     for data_name in args.datasets:
         rng = np.random.default_rng(0)
         train, test = DATASETS[data_name](num_train, rng), DATASETS[data_name](num_test, rng)
         gaussian = gaussian_log_likelihood(train, test)
-        for name in args.flows:
-            row = {"dataset": data_name, "flow": name, "gaussian_log_lik": gaussian}
-            row["ours"] = run_library(fit_ours, name, train, test, seeds, protocol)
-            row["flowjax"] = (
-                "not installed"
-                if flowjax is None
-                else run_library(fit_theirs, name, train, test, seeds, protocol)
-            )
-            rows.append(row)
-            print(format_row(row), flush=True)
+        for section in args.sections:
+            for name in args.flows:
+                row = {
+                    "section": section,
+                    "dataset": data_name,
+                    "flow": name,
+                    "gaussian_log_lik": gaussian,
+                }
+                settings = protocols[section]
+                row["ours"] = run_library(fit_ours, name, train, test, seeds, settings)
+                row["flowjax"] = (
+                    "not installed"
+                    if flowjax is None
+                    else run_library(fit_theirs, name, train, test, seeds, settings)
+                )
+                rows.append(row)
+                print(section, format_row(row), flush=True)
 
     settings = {
         "quick": args.quick,
@@ -250,57 +312,75 @@ def format_row(row) -> str:
     )
 
 
+SECTION_TITLES = {
+    "matched": "Matched architecture and training protocol",
+    "defaults": "Each library at its defaults",
+}
+TABLE_HEADER = [
+    "| data | flow | Gaussian | ours log-lik | FlowJAX log-lik | difference | ours s (compile) "
+    "| FlowJAX s (compile) | fit-time ratio | ours ms/epoch | FlowJAX ms/epoch "
+    "| per-epoch ratio | ours epochs | FlowJAX epochs |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+]
+
+
 def to_markdown(rows, settings) -> str:
     lines = [
         "# Density estimation: numpyro_flows vs FlowJAX",
         "",
         f"Held-out mean log-likelihood (nats, higher is better; median over seeds "
-        f"{settings['seeds']}) and warm fit time (median seconds, compile excluded; in "
-        f"brackets a first one-epoch fit: compile time plus one epoch). "
+        f"{settings['seeds']}; difference = ours - FlowJAX) and warm fit time (median "
+        "seconds, compile excluded; in brackets a first one-epoch fit: compile time plus "
+        f"one epoch; 0.0 where an earlier data set of the same shape compiled the same epoch). "
         f"{settings['num_train']} training rows (10% of them for validation), "
-        f"{settings['num_test']} held out; Adam({settings['learning_rate']}), "
+        f"{settings['num_test']} held out. FlowJAX has no Glow. FlowJAX {settings['flowjax']}. "
+        "Ratios are ours / FlowJAX (below 1: ours faster). Fit times include early stopping, "
+        "so the per-epoch ratio is the like-for-like speed comparison. "
+        "`python -m benchmarks.density`.",
+        "",
+        f"**{SECTION_TITLES['matched']}**: Adam({settings['learning_rate']}), "
         f"batch {settings['batch_size']}, at most {settings['epochs']} epochs, patience "
         f"{settings['patience']}; {settings['layers']} layers of width "
         f"{settings['hidden_width']} (one hidden layer, ReLU), {settings['spline_bins']} spline "
-        "bins; neural_spline is the coupling form without the extra affine on both sides; "
-        "FlowJAX has no Glow. "
-        f"FlowJAX {settings['flowjax']}.",
+        "bins; our coupling flows with `invert=True`; neural_spline is the coupling form "
+        "without the extra affine on both sides.",
         "",
-        "Ratios are ours / FlowJAX (below 1: ours faster). Fit times include early stopping, "
-        "so the per-epoch ratio is the like-for-like speed comparison.",
-        "",
-        "| data | flow | Gaussian | ours log-lik | FlowJAX log-lik | ours s (compile) "
-        "| FlowJAX s (compile) | fit-time ratio | ours ms/epoch | FlowJAX ms/epoch "
-        "| per-epoch ratio | ours epochs | FlowJAX epochs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"**{SECTION_TITLES['defaults']}**: `fit(key, flow, data)` (Adam 1e-3 with clipping, "
+        "batch 128, patience 20, at most 200 epochs) with `maf()`, `realnvp(invert=True)`, "
+        "`neural_spline(coupling=True, invert=True)` and `glow()`, against FlowJAX's "
+        "`fit_to_data(key, flow, data)` (Adam 5e-4, batch 100, patience 5, at most 100 "
+        "epochs) with `masked_autoregressive_flow`, `coupling_flow` and `coupling_flow` with "
+        "`RationalQuadraticSpline(knots=8, interval=4)` (8 layers of width 50).",
     ]
-    for row in rows:
-        a, b = row["ours"], row["flowjax"]
-        have_b = isinstance(b, dict)
-        missing = b if isinstance(b, str) else "n/a"
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    row["dataset"],
-                    row["flow"],
-                    f"{row['gaussian_log_lik']:.3f}",
-                    f"{a['log_lik']:.3f}",
-                    f"{b['log_lik']:.3f}" if have_b else missing,
-                    f"{a['seconds']:.1f} ({a['first_fit_seconds']:.1f})",
-                    f"{b['seconds']:.1f} ({b['first_fit_seconds']:.1f})" if have_b else missing,
-                    f"{a['seconds'] / b['seconds']:.2f}" if have_b else "n/a",
-                    f"{1e3 * a['seconds_per_epoch']:.1f}",
-                    f"{1e3 * b['seconds_per_epoch']:.1f}" if have_b else missing,
-                    f"{a['seconds_per_epoch'] / b['seconds_per_epoch']:.2f}" if have_b else "n/a",
-                    f"{a['epochs']:g}",
-                    f"{b['epochs']:g}" if have_b else "n/a",
-                ]
-            )
-            + " |"
-        )
+    for section, title in SECTION_TITLES.items():
+        chosen = [row for row in rows if row.get("section", "matched") == section]
+        if chosen:
+            lines += ["", f"### {title}", "", *TABLE_HEADER, *map(_markdown_row, chosen)]
     lines.append("")
     return "\n".join(lines)
+
+
+def _markdown_row(row) -> str:
+    a, b = row["ours"], row["flowjax"]
+    have_b = isinstance(b, dict)
+    missing = b if isinstance(b, str) else "n/a"
+    cells = [
+        row["dataset"],
+        row["flow"],
+        f"{row['gaussian_log_lik']:.3f}",
+        f"{a['log_lik']:.3f}",
+        f"{b['log_lik']:.3f}" if have_b else missing,
+        f"{a['log_lik'] - b['log_lik']:+.3f}" if have_b else "n/a",
+        f"{a['seconds']:.1f} ({a['first_fit_seconds']:.1f})",
+        f"{b['seconds']:.1f} ({b['first_fit_seconds']:.1f})" if have_b else missing,
+        f"{a['seconds'] / b['seconds']:.2f}" if have_b else "n/a",
+        f"{1e3 * a['seconds_per_epoch']:.1f}",
+        f"{1e3 * b['seconds_per_epoch']:.1f}" if have_b else missing,
+        f"{a['seconds_per_epoch'] / b['seconds_per_epoch']:.2f}" if have_b else "n/a",
+        f"{a['epochs']:g}",
+        f"{b['epochs']:g}" if have_b else "n/a",
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 if __name__ == "__main__":

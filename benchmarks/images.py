@@ -56,7 +56,7 @@ def _ours(model: str):
     if model == "realnvp_channel":
         return flows.multiscale_realnvp(2, 4, 64, mask="channel")
     if model == "maf":
-        maf = flows.maf(5, (128, 128)).layer
+        maf = flows.maf(5, (128, 128), nonlinearity="elu").layer
         return flows.Flow(Sequential((maf, logit)), "maf_logit")
     if model == "gaussian":
         return flows.Flow(Sequential((LULinearLayer(), logit)), "gaussian_logit")

@@ -57,6 +57,9 @@ VARIANTS = {
     "bnaf_deep": partial(flows.bnaf, num_flows=3, hidden_factors=(4,)),
     "realnvp_batch_norm": partial(flows.realnvp, batch_norm=True),
     "neural_spline_no_affine": partial(flows.neural_spline, affine=False),
+    # The density orientation (the map acts data to base; wider ReLU conditioners).
+    "realnvp_density": partial(flows.realnvp, invert=True),
+    "neural_spline_coupling_density": partial(flows.neural_spline, coupling=True, invert=True),
 }
 
 # Every bijection family as a single layer: name -> (layer, supports a context).

@@ -8,7 +8,7 @@ import pytest
 
 from numpyro_flows import flows
 from numpyro_flows.bijections import LULinear, Planar, Radial
-from numpyro_flows.layers import ActNormLayer, BatchNormLayer, Sequential
+from numpyro_flows.layers import ActNormLayer, BatchNormLayer, Repeat, Sequential
 from numpyro_flows.testing import check_transform, randomize_params
 
 
@@ -79,6 +79,33 @@ def test_autoregressive_layers_are_triangular_in_their_declared_order():
         in_order = jac[np.ix_(orders[i], orders[i])]
         np.testing.assert_array_equal(np.triu(in_order, 1), 0.0)
         assert np.all(np.abs(np.tril(in_order, -1)).sum(1)[1:] > 0)
+
+
+def test_coupling_halves_swap_and_pairs_start_from_new_orders():
+    """'halves': the second layer of each pair reverses the first (so the two halves swap
+    roles), a new pair starts from a new order, and with D <= 2 it is 'reverse'."""
+    repeat = flows.realnvp(num_flows=5).layer
+    orders = repeat.permutations(6)
+    assert sorted(orders[2]) == list(range(6)) and not np.array_equal(orders[2], orders[0])
+    for first, second in ((0, 1), (2, 3)):
+        np.testing.assert_array_equal(orders[second], orders[first][::-1])
+    transformed = [set(order[3:]) for order in orders]
+    assert transformed[0] | transformed[1] == set(range(6))
+    np.testing.assert_array_equal(
+        repeat.permutations(2), Repeat(repeat.layer, 5, "reverse").permutations(2)
+    )
+
+
+def test_conditioners_start_with_spread_biases_and_a_zero_last_layer():
+    """Random hidden biases (a unit fed by one coordinate bends somewhere other than 0);
+    the last layer is zero, so a fresh flow is the identity; data flows are wider."""
+    params = flows.realnvp(invert=True).init(jax.random.key(0), 2)
+    bias = np.asarray(params["hidden"][0]["b"])
+    assert np.all(np.abs(bias) < 1.0) and np.std(bias) > 0.1  # U(-1, 1) for fan-in 1
+    assert not np.any(np.asarray(params["out"]["w"])) and not np.any(params["out"]["b"])
+    assert bias.shape[-1] == 64  # max(2 D, 64) for data
+    assert flows.realnvp().init(jax.random.key(0), 2)["hidden"][0]["b"].shape[-1] == 16
+    assert flows.maf().init(jax.random.key(0), 2)["hidden"][0]["b"].shape[-1] == 64
 
 
 def test_batchnorm_state_is_not_trained_and_running_statistics_move():

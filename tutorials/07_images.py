@@ -139,7 +139,7 @@ logit = LogitPreprocess(0.05)
 baselines = {
     "Gaussian (full covariance)": flows.Flow(Sequential((LULinearLayer(), logit)), "gauss"),
     "MAF (5 layers, 128 hidden)": flows.Flow(
-        Sequential((flows.maf(5, (128, 128)).layer, logit)), "maf"
+        Sequential((flows.maf(5, (128, 128), nonlinearity="elu").layer, logit)), "maf"
     ),
 }
 scores = {"multiscale Glow": glow_bits}
