@@ -169,6 +169,7 @@ ONE_D = {
 }
 
 
+@pytest.mark.slow  # moved to keep the default run under 7 minutes
 def test_one_dimensional_mixture_with_neural_spline():
     rng = np.random.default_rng(0)
     train, test = gaussian_mixture(1500, rng), gaussian_mixture(1000, rng)
@@ -512,6 +513,7 @@ def test_layers_describe_themselves():
     assert maf_bn.with_batch_norm_momentum(None) is maf_bn
 
 
+@pytest.mark.slow  # moved to keep the default run under 7 minutes
 def test_fit_momentum_overrides_the_layers_momentum():
     data = np.random.default_rng(2).standard_normal((256, 2)).astype(np.float32) + 3.0
     settings = {"num_epochs": 1, "batch_size": 64, "progress_bar": False}

@@ -100,6 +100,7 @@ def test_neutra_warns_with_the_fix_when_the_run_is_bad(centred_fit):
         short_neutra(centred_fit, 4, 20)
 
 
+@pytest.mark.slow  # moved to keep the default run under 7 minutes
 def test_fixed_num_steps_is_a_cosine_schedule():
     fit = quiet_fit(
         jax.random.key(0),
@@ -127,6 +128,7 @@ def test_plateau_plan_decays_then_stops():
     assert plan.done and plan.learning_rate == pytest.approx(1.25e-3)
 
 
+@pytest.mark.slow  # moved to keep the default run under 7 minutes
 def test_guide_may_be_an_instance_a_class_or_a_factory():
     short = {**SMALL, "max_steps": SMALL["chunk_size"]}  # which guide, not how good
     instance = AutoDiagonalNormal(normal_normal)

@@ -170,6 +170,7 @@ def test_fit_dequantized_images_then_sample_and_score_them():
         fit(jax.random.key(0), flow, levels[..., 0], num_epochs=1)
 
 
+@pytest.mark.slow  # moved to keep the default run under 7 minutes
 def test_variational_dequantization_log_density():
     q = VariationalDequantization(5, hidden_channels=8, num_steps=2)
     params = random(q.init(jax.random.key(0), (4, 4, 2)), scale=0.3)

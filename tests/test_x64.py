@@ -33,6 +33,7 @@ def run_x64_checks(names=None):
     return result.stdout
 
 
+@pytest.mark.slow  # moved to keep the default run under 7 minutes
 def test_float64_end_to_end_for_the_default_guide_flow():
     assert run_x64_checks(["iaf"]).count("ok") == 1
 
