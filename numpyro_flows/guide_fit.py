@@ -48,6 +48,9 @@ MAX_SKIPPED_FRACTION = 0.1
 RESTART_DECAY = 0.1
 MAX_RESTARTS = 3
 
+# A fixed step budget decays the learning rate along a cosine to this fraction of it.
+COSINE_FLOOR = 0.01
+
 # Latent dimension up to which the default guide's affine layer is a full lower-triangular
 # scale (O(D^2) parameters) and the mode search runs (it needs a Hessian per start);
 # above it, a diagonal affine layer and no search.
@@ -260,7 +263,7 @@ def fit_guide(
             learning_rate=learning_rate, clip=clip_norm
         )
     else:
-        schedule = optax.cosine_decay_schedule(learning_rate, num_steps, 0.01)
+        schedule = optax.cosine_decay_schedule(learning_rate, num_steps, COSINE_FLOOR)
         optimizer = _clipped_adam(schedule, clip_norm)
     if loss is None and isinstance(guide, AutoFlowMixture) and found is not None:
         per_component = -(-num_particles // found.num_modes)
@@ -385,10 +388,17 @@ class _FixedPlan(_Plan):
 
     def __init__(self, num_steps: int, learning_rate: float):
         super().__init__(num_steps, learning_rate)
-        self._schedule = optax.cosine_decay_schedule(learning_rate, num_steps, 0.01)
+        self._initial = learning_rate
+
+    def _schedule(self, step):
+        # optax.cosine_decay_schedule(learning_rate, total, COSINE_FLOOR), which the optimiser
+        # runs, in NumPy: evaluated eagerly with JAX it compiled a kernel per call shape.
+        fraction = np.minimum(step, self.total) / self.total
+        cosine = 0.5 * (1 + np.cos(np.pi * fraction))
+        return self._initial * ((1 - COSINE_FLOOR) * cosine + COSINE_FLOOR)
 
     def rates(self, n):
-        return np.asarray(self._schedule(np.arange(self.steps, self.steps + n)))
+        return self._schedule(np.arange(self.steps, self.steps + n))
 
     def update(self, chunk_losses):
         self.steps += len(chunk_losses)

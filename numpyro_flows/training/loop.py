@@ -196,8 +196,8 @@ def fit(
 
     Example::
 
-        flow = numpyro_flows.flows.neural_spline()
-        result = fit(jax.random.key(0), flow, data, optimizer=optax.adam(3e-3))
+        flow = numpyro_flows.flows.neural_spline(coupling=True, invert=True)
+        result = fit(jax.random.key(0), flow, data)
         flow_dist = FlowDistribution(flow, result.params, state=result.state)
     """
     _check_settings(flow, num_epochs, batch_size, val_fraction)
