@@ -175,20 +175,36 @@ def theirs(name: str, key, dim: int, defaults: bool = False):
 FLOW_NAMES = ("maf", "realnvp", "neural_spline", "glow")
 
 
+# A protocol's settings under each library's argument names.
+OUR_NAMES = {
+    "optimizer": "optimizer",
+    "epochs": "num_epochs",
+    "batch_size": "batch_size",
+    "patience": "patience",
+    "val_fraction": "val_fraction",
+}
+FLOWJAX_NAMES = {
+    "optimizer": "optimizer",
+    "epochs": "max_epochs",
+    "batch_size": "batch_size",
+    "patience": "max_patience",
+    "val_fraction": "val_prop",
+}
+
+
+def fit_settings(protocol, names) -> dict:
+    """Keyword arguments of one library's fit: the whole matched protocol, or at the
+    defaults nothing (``epochs`` alone, when given, shortens the compiling first fit)."""
+    if protocol["defaults"]:
+        return {names["epochs"]: protocol["epochs"]} if "epochs" in protocol else {}
+    return {names[key]: protocol[key] for key in names}
+
+
 def fit_ours(name, train, test, seed, protocol):
     """``protocol["defaults"]``: the flow and ``fit`` at their defaults (``epochs`` only
     shortens the compiling first fit)."""
     flow = ours(name, protocol["defaults"])
-    if protocol["defaults"]:
-        settings = {"num_epochs": protocol["epochs"]} if "epochs" in protocol else {}
-    else:
-        settings = {
-            "optimizer": protocol["optimizer"],
-            "num_epochs": protocol["epochs"],
-            "batch_size": protocol["batch_size"],
-            "val_fraction": 0.1,
-            "patience": protocol["patience"],
-        }
+    settings = fit_settings(protocol, OUR_NAMES)
     t0 = time.perf_counter()
     result = fit(jax.random.key(seed), flow, train, progress_bar=False, **settings)
     jax.block_until_ready(result.params)
@@ -203,16 +219,7 @@ def fit_theirs(name, train, test, seed, protocol):
     model = theirs(name, key, train.shape[1], protocol["defaults"])
     if model is None:
         return None
-    if protocol["defaults"]:
-        settings = {"max_epochs": protocol["epochs"]} if "epochs" in protocol else {}
-    else:
-        settings = {
-            "optimizer": protocol["optimizer"],
-            "max_epochs": protocol["epochs"],
-            "max_patience": protocol["patience"],
-            "batch_size": protocol["batch_size"],
-            "val_prop": 0.1,
-        }
+    settings = fit_settings(protocol, FLOWJAX_NAMES)
     t0 = time.perf_counter()
     model, losses = fit_to_data(fit_key, model, jnp.asarray(train), show_progress=False, **settings)
     jax.block_until_ready(jax.tree.leaves(model))
@@ -254,6 +261,7 @@ def main(argv=None):
         "epochs": 30 if args.quick else 100,
         "patience": 10,
         "batch_size": 128,
+        "val_fraction": 0.1,
     }
     protocols = {"matched": {**protocol, "defaults": False}, "defaults": {"defaults": True}}
     if args.quick:

@@ -356,6 +356,11 @@ def _leaves(tree):
 DENSITY_DEFAULTS = {"min_width": 64, "nonlinearity": "relu"}
 
 
+def _min_width(for_data: bool) -> int:
+    """The smallest default conditioner width: for data, or the layers' own (guides)."""
+    return DENSITY_DEFAULTS["min_width"] if for_data else CouplingLayer.min_width
+
+
 def _hidden(hidden_dims: Hidden):
     return None if hidden_dims is None else tuple(int(h) for h in hidden_dims)
 
@@ -444,7 +449,7 @@ def maf(
         _hidden(hidden_dims),
         nonlinearity,
         skip_connections,
-        min_width=DENSITY_DEFAULTS["min_width"],
+        min_width=_min_width(for_data=True),
         dropout=dropout,
     )
     return Flow(
@@ -504,9 +509,8 @@ def realnvp(
             ``max(2 D, 16)`` (:data:`DENSITY_DEFAULTS`; ELU stays: ReLU was better on two of four
             data sets and worse on two).
     """
-    min_width = DENSITY_DEFAULTS["min_width"] if invert else 16
     layer = CouplingLayer(
-        Affine(log_scale_bound), _hidden(hidden_dims), nonlinearity, min_width=min_width
+        Affine(log_scale_bound), _hidden(hidden_dims), nonlinearity, min_width=_min_width(invert)
     )
     layer = _with_batch_norm(InvertLayer(layer) if invert else layer, batch_norm)
     return Flow(Repeat(layer, num_flows, "halves"), "realnvp")
@@ -558,7 +562,7 @@ def neural_spline(
         transformer = ComposedTransformer((transformer, Affine(log_scale_bound)))
     if nonlinearity is None:
         nonlinearity = DENSITY_DEFAULTS["nonlinearity"] if invert else "elu"
-    size = {"min_width": DENSITY_DEFAULTS["min_width"] if invert else 16}
+    size = {"min_width": _min_width(invert)}
     if coupling:
         layer = CouplingLayer(transformer, _hidden(hidden_dims), nonlinearity, **size)
         layer = InvertLayer(layer) if invert else layer

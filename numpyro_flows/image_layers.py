@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from numpyro_flows.bijections import ActNorm, Chain, Invert, LogitPreprocess, lift_elementwise
 from numpyro_flows.bijections.image import ChannelSplit, ConvCoupling, PerPixel, Squeeze
-from numpyro_flows.layers import Layer, Repeat, _no_context, build_layer
+from numpyro_flows.layers import Layer, Repeat, _no_context, _split_key, build_layer
 from numpyro_flows.nn.conv import ConvResNet
 
 
@@ -210,8 +210,7 @@ class MultiscaleLayer(Layer):
     def build(self, params, context=None, state=None, training=False, rng_key=None):
         _no_context(self, context)
         inner = None
-        num_levels = len(params["levels"])
-        keys = [None] * num_levels if rng_key is None else jax.random.split(rng_key, num_levels)
+        keys = _split_key(rng_key, len(params["levels"]))
         for level, key in reversed(list(zip(params["levels"], keys))):
             prior = self._prior(level)
             middle = prior if inner is None else ChannelSplit(inner, prior, _split(level))

@@ -372,12 +372,10 @@ def _run_epoch(
     def body(carry, batch):
         train_state, ok = carry
         data, context, key = batch
-        if variational:
-            new, info = trainer.step(train_state, data, context, key)
-        else:
-            if dequantize is not None:
-                data = dequantize(key, data)
-            new, info = trainer.step(train_state, data, context, key)  # key: dropout
+        if dequantize is not None and not variational:
+            data = dequantize(key, data)  # a variational dequantizer is part of the loss
+        # The key also drives dropout and the variational dequantizer's noise in the step.
+        new, info = trainer.step(train_state, data, context, key)
         ok = ok & info.finite
         # info.finite: whether this step was applied (none is after the first failure).
         return (tree_where(ok, new, train_state), ok), info._replace(finite=ok)
