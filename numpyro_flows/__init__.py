@@ -28,6 +28,7 @@ from numpyro_flows.density import FlowDistribution, flow_module
 from numpyro_flows.diagnostics import psis_diagnostic, psis_resample
 from numpyro_flows.flows import Flow
 from numpyro_flows.guide_fit import GuideFit, fit_guide
+from numpyro_flows.hybrid import AutoHybridFlow
 from numpyro_flows.mixture import AutoFlowMixture
 from numpyro_flows.modes import Modes, find_modes
 from numpyro_flows.monitoring import run_svi_with_khat
@@ -42,6 +43,7 @@ __all__ = [
     "AutoBNAF",
     "AutoFlow",
     "AutoFlowMixture",
+    "AutoHybridFlow",
     "AutoIAF",
     "AutoNeuralSpline",
     "AutoRealNVP",

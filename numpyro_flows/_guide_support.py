@@ -60,6 +60,17 @@ def reject_discrete_latents(sites: dict, owner: str) -> None:
             )
 
 
+def picklable_or_none(obj):
+    """``obj`` if it pickles (a guide keeps it in its file), else ``None``."""
+    import pickle
+
+    try:
+        pickle.dumps(obj)
+    except Exception:  # noqa: BLE001 - whatever stops pickling, the guide drops it
+        return None
+    return obj
+
+
 # ---------------------------------------------------------------------- guide checks
 def require_continuous(guide) -> None:
     """A ``TypeError`` unless ``guide`` has a joint density over all latents."""

@@ -16,6 +16,7 @@ names (``{site}_dim_{i}``). The groups are built with :func:`arviz.from_dict`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -38,6 +39,7 @@ from numpyro_flows.diagnostics import (
     model_with_fitted_params,
     psis_from_log_ratios,
 )
+from numpyro_flows.hybrid import AutoHybridFlow
 from numpyro_flows.neutra import NeuTraResult
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ def to_inference_data(
     coords: Mapping[str, Sequence] | None = None,
     dims: Mapping[str, Sequence[str | None]] | None = None,
     log_likelihood: bool = True,
+    rows=None,
     **kwargs,
 ) -> InferenceData:
     """An ArviZ ``InferenceData`` from a trained guide or a NeuTra run.
@@ -105,6 +108,13 @@ def to_inference_data(
         dims: dimension names per variable, overriding those taken from the plates,
             e.g. ``{"theta": ["school"]}``.
         log_likelihood: build the ``log_likelihood`` group.
+        rows: for an :class:`~numpyro_flows.AutoHybridFlow` (a model with local latents
+            in a subsampled plate), the rows whose local latents, observations and
+            pointwise log-likelihoods to export (an int array, or ``{plate: rows}``);
+            ``None``: every row. The plate's dimension gets the row numbers as
+            coordinates. The draws and the PSIS weights are over the full data either
+            way; deterministic sites are not exported for this guide (use
+            ``Predictive``).
 
     Returns:
         An :class:`arviz.InferenceData`.
@@ -139,7 +149,13 @@ def to_inference_data(
             "to_inference_data takes a trained guide (AutoFlow, AutoNeuralSpline, ... or a "
             f"NumPyro AutoContinuous) or a NeuTraResult, got {type(source).__name__}."
         )
-    require_continuous(source)
+    if rows is not None and not isinstance(source, AutoHybridFlow):
+        raise TypeError(
+            "rows= is for AutoHybridFlow (local latents in a subsampled plate); "
+            f"{type(source).__name__} holds global latents only."
+        )
+    if not isinstance(source, AutoHybridFlow):
+        require_continuous(source)
     if params is None:
         raise ValueError(
             "A guide needs its fitted parameters: to_inference_data(guide, params, *data, "
@@ -151,6 +167,10 @@ def to_inference_data(
             "A guide's draws need a random key: pass rng_key=jax.random.key(0) (any key)."
         )
     num_samples = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
+    if isinstance(source, AutoHybridFlow):
+        return _hybrid_to_inference_data(
+            source, params, args, kwargs, rng_key, num_samples, rows, coords, dims, log_likelihood
+        )
     return _guide_to_inference_data(
         source, params, args, kwargs, rng_key, num_samples, coords, dims, log_likelihood
     )
@@ -185,6 +205,41 @@ def _guide_to_inference_data(
     method = f"guide draws ({type(guide).__name__})"
     draws = _Draws(posterior, sample_stats, stats_attrs, (1, num_samples), method)
     return _build(draws, model, structure, args, kwargs, coords, dims, log_likelihood)
+
+
+def _hybrid_to_inference_data(
+    guide, params, args, kwargs, rng_key, num_samples, rows, coords, dims, log_likelihood
+):
+    ensure_setup(guide, args, kwargs)
+    draws, log_p, log_q = guide.importance_draws(
+        rng_key, params, *args, num_samples=num_samples, rows=rows, **kwargs
+    )
+    psis = psis_from_log_ratios(np.asarray(log_p - log_q))
+    row_map = guide.all_rows() if rows is None else guide.rows_map(rows)
+    # The model on these rows: its plate takes them (as the guide's did), so the
+    # observations, the dims and the pointwise log-likelihoods are those of the rows.
+    model = handlers.substitute(model_with_fitted_params(guide, params), data=row_map)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="subsample_size does not match")
+        structure = _model_structure(model, args, kwargs, subsampled_ok=True)
+        structure = structure._replace(sites=[name for name in structure.sites if name in draws])
+        posterior = {name: np.array(draws[name])[None] for name in structure.sites}
+        sample_stats = {
+            "lp": np.array(log_p)[None],
+            "log_q": np.array(log_q)[None],
+            "log_weight": np.array(psis.log_weights)[None],
+        }
+        stats_attrs = {
+            "psis_khat": psis.khat,
+            "psis_khat_threshold": khat_threshold(num_samples),
+            "psis_ess": psis.ess,
+            "log_evidence": psis.log_evidence,
+            "num_guide_draws": int(num_samples),
+        }
+        method = f"guide draws ({type(guide).__name__}, full data)"
+        draws = _Draws(posterior, sample_stats, stats_attrs, (1, num_samples), method)
+        coords = {**{name: np.asarray(r) for name, r in row_map.items()}, **(coords or {})}
+        return _build(draws, model, structure, args, kwargs, coords, dims, log_likelihood)
 
 
 # ---------------------------------------------------------------------- NeuTra
@@ -246,10 +301,11 @@ class _Structure(NamedTuple):
     dims: dict
 
 
-def _model_structure(model, args, kwargs) -> _Structure:
+def _model_structure(model, args, kwargs, subsampled_ok: bool = False) -> _Structure:
     """Traces the model once (compiled: faster than running it op by op) and reads the
     sites, their plates and the observations. Prior draws stand in for the latents
-    (``init_to_sample`` also handles ImproperUniform, as ``arviz.from_numpyro`` does)."""
+    (``init_to_sample`` also handles ImproperUniform, as ``arviz.from_numpyro`` does).
+    ``subsampled_ok``: the model's subsampled plates take given rows (AutoHybridFlow)."""
     model = handlers.substitute(handlers.seed(model, rng_seed=0), substitute_fn=init_to_sample)
     layout = {}
 
@@ -261,7 +317,7 @@ def _model_structure(model, args, kwargs) -> _Structure:
             kind = site["type"]
             if kind == "plate":
                 size, subsample_size = site["args"]
-                if subsample_size is not None and subsample_size != size:
+                if not subsampled_ok and subsample_size is not None and subsample_size != size:
                     raise ValueError(
                         f"The plate '{name}' subsamples {subsample_size} of {size} "
                         "observations; the export needs all of them. Run the model without "

@@ -42,7 +42,11 @@ from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.initialization import init_to_uniform
 
 from numpyro_flows import flows
-from numpyro_flows._guide_support import latent_sites, reject_discrete_latents
+from numpyro_flows._guide_support import (
+    latent_sites,
+    picklable_or_none,
+    reject_discrete_latents,
+)
 from numpyro_flows.bijections import Chain
 from numpyro_flows.flows import Flow
 from numpyro_flows.laplace import laplace_approximation, laplace_khat
@@ -299,7 +303,7 @@ class AutoFlow(AutoContinuous):
         for name in ("_potential_fn", "_potential_fn_gen", "_postprocess_fn", "prototype_trace"):
             state[name] = None
         state["_unpack_latent"] = None
-        state["model"] = _picklable_or_none(state.get("model"))
+        state["model"] = picklable_or_none(state.get("model"))
         return state
 
     def __setstate__(self, state):
@@ -542,11 +546,12 @@ def _local_latent_message(guide) -> str:
                 return (
                     f"{type(guide).__name__} cannot handle the local latent site '{name}': it "
                     f"sits in the subsampled plate '{frame.name}' ({frame.size} of "
-                    f"{full[frame.name]}). A flow guide is one joint distribution over all "
-                    "global latents. Either do not subsample that plate, or guide the local "
-                    "sites with AutoNormal: AutoGuideList with this guide on "
-                    "numpyro.handlers.block(model, hide=[...local sites...]) and AutoNormal on "
-                    "the rest."
+                    f"{full[frame.name]}). This guide is one joint distribution over the "
+                    "global latents. Use numpyro_flows.AutoHybridFlow (a flow over the "
+                    "globals and an amortised flow over each row's locals), or do not "
+                    "subsample that plate, or guide the local sites with AutoNormal "
+                    "(AutoGuideList with this guide on numpyro.handlers.block(model, "
+                    "hide=[...local sites...]) and AutoNormal on the rest)."
                 )
     return f"{type(guide).__name__} does not support local latent variables."
 
@@ -597,16 +602,6 @@ def _constrain_with_layout(layout, latent):
         return constrain_one(latent)
     draws = jax.lax.map(constrain_one, latent.reshape(-1, latent.shape[-1]))
     return jax.tree.map(lambda x: x.reshape(sample_shape + x.shape[1:]), draws)
-
-
-def _picklable_or_none(obj):
-    import pickle
-
-    try:
-        pickle.dumps(obj)
-    except Exception:
-        return None
-    return obj
 
 
 __all__ = [

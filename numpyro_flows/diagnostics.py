@@ -24,6 +24,7 @@ from scipy.special import logsumexp
 
 from numpyro_flows._arviz_import import import_arviz
 from numpyro_flows._guide_support import check_params, ensure_setup, require_continuous
+from numpyro_flows.hybrid import AutoHybridFlow
 
 # k-hat thresholds of Vehtari et al. (2024); with S draws the "bad" threshold is
 # min(1 - 1/log10(S), 0.7) (see khat_threshold).
@@ -197,6 +198,13 @@ def importance_log_ratios(
         ``(S,)``, all in the unconstrained space (``log_p`` includes the log-Jacobian of
         the constraining maps).
     """
+    if isinstance(guide, AutoHybridFlow):
+        # Locals per row: no flat latent vector; the ratios are over the full data.
+        check_params(guide, params)
+        _, log_p, log_q = guide.importance_draws(
+            rng_key, params, *args, num_samples=num_samples, keep_draws=False, **kwargs
+        )
+        return None, np.asarray(log_p), np.asarray(log_q)
     require_continuous(guide)
     check_params(guide, params)
     draw = log_ratio_fn(guide, *args, num_samples=num_samples, **kwargs)
@@ -383,13 +391,26 @@ def psis_resample(
         ``{site: array (num_draws, ...)}`` of constrained latent and deterministic sites.
     """
     key_draw, key_pick = jax.random.split(rng_key)
+    if isinstance(guide, AutoHybridFlow):
+        check_params(guide, params)
+        _check_num_samples(num_samples)
+        draws, log_p, log_q = guide.importance_draws(
+            key_draw, params, *args, num_samples=num_samples, **kwargs
+        )
+        result = psis_from_log_ratios(np.asarray(log_p - log_q))
+        idx = _resample_indices(key_pick, result, num_samples, num_draws)
+        return {name: value[idx] for name, value in draws.items()}
     result = psis_diagnostic(key_draw, guide, params, *args, num_samples=num_samples, **kwargs)
+    idx = _resample_indices(key_pick, result, num_samples, num_draws)
+    latent = jnp.asarray(result.latent)[idx]
+    return constrained_draws(guide, params, latent, *args, **kwargs)
+
+
+def _resample_indices(rng_key, result: PSISResult, num_samples: int, num_draws: int | None):
     num_draws = num_samples if num_draws is None else num_draws
     if num_draws < 1:
         raise ValueError(f"num_draws must be a positive integer, got {num_draws}.")
-    idx = jax.random.categorical(key_pick, jnp.asarray(result.log_weights), shape=(num_draws,))
-    latent = jnp.asarray(result.latent)[idx]
-    return constrained_draws(guide, params, latent, *args, **kwargs)
+    return jax.random.categorical(rng_key, jnp.asarray(result.log_weights), shape=(num_draws,))
 
 
 __all__ = [

@@ -9,9 +9,11 @@ gradient. NeuTra chains go over devices with NumPyro's ``chain_method="parallel"
 (:func:`jax.pmap`) or with :func:`sharded_chains`, a ``chain_method`` that runs blocks of
 vectorised chains under :func:`jax.shard_map`.
 
-Flow guides hold global latents only, so data parallelism means: the observations sit in
-a plate subsampled to the minibatch (``numpyro.plate("data", N, subsample_size=B)``), whose
-``N / B`` scaling NumPyro applies; the latents and guide parameters are replicated.
+Data parallelism means: the observations sit in a plate subsampled to the minibatch
+(``numpyro.plate("data", N, subsample_size=B)``), whose ``N / B`` scaling NumPyro applies;
+the global latents and the guide parameters are replicated. With
+:class:`~numpyro_flows.AutoHybridFlow`, local latents in that plate are drawn on the
+device that holds their row.
 
 Example::
 
@@ -202,7 +204,8 @@ def data_parallel_svi(
     leading axis is the batch; its rows are split over the devices of ``mesh``. The model
     puts its observations in a plate of the full data size subsampled to the minibatch
     (``numpyro.plate(name, N, subsample_size=B)`` with ``obs=`` the minibatch rows), so the
-    likelihood is scaled by ``N / B``; a flow guide's latents are global (replicated).
+    likelihood is scaled by ``N / B``; global latents are replicated (locals, with
+    :class:`~numpyro_flows.AutoHybridFlow`, are drawn where their rows are).
 
     One step is ``SVI.update`` under :func:`jax.jit` with the state replicated and the
     batch sharded; GSPMD partitions the per-datum terms and all-reduces their sums. The

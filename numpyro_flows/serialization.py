@@ -22,6 +22,7 @@ import numpy as np
 
 from numpyro_flows._io import write_bytes_atomically
 from numpyro_flows.autoguides import AutoFlow
+from numpyro_flows.hybrid import AutoHybridFlow
 
 FORMAT = "numpyro_flows.guide"
 VERSION = 1
@@ -39,15 +40,18 @@ def save_guide(path, guide: AutoFlow, params: dict) -> None:
 
     Args:
         path: destination file.
-        guide: a trained :class:`~numpyro_flows.autoguides.AutoFlow` (or preset).
+        guide: a trained :class:`~numpyro_flows.autoguides.AutoFlow` (or preset) or
+            :class:`~numpyro_flows.AutoHybridFlow` (which, loaded without its model, draws
+            the globals; the locals of given rows need the model, which reads the rows).
         params: its parameters, e.g. ``svi.get_params(state)``.
     """
-    if not isinstance(guide, AutoFlow):
+    if not isinstance(guide, (AutoFlow, AutoHybridFlow)):
         raise TypeError(
-            f"save_guide takes numpyro_flows guides (AutoFlow and presets), got "
-            f"{type(guide).__name__}; for other guides pickle the params yourself."
+            f"save_guide takes numpyro_flows guides (AutoFlow and presets, AutoHybridFlow), "
+            f"got {type(guide).__name__}; for other guides pickle the params yourself."
         )
-    if guide._latent_layout is None:
+    set_up = guide._is_set_up if isinstance(guide, AutoHybridFlow) else guide._latent_layout
+    if not set_up:
         raise ValueError(
             "The guide has not seen the model yet; train it (svi.init/svi.run) before saving."
         )

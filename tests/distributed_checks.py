@@ -14,6 +14,7 @@ and rtol=1e-5 on every loss of the trajectory. A 1-device mesh compiles to the s
 as ``jax.jit(svi.update)`` and must be bit-identical.
 """
 
+import copy
 import os
 import sys
 import warnings
@@ -35,7 +36,7 @@ from numpyro.diagnostics import effective_sample_size  # noqa: E402
 from numpyro.handlers import substitute  # noqa: E402
 from numpyro.infer import SVI, Trace_ELBO  # noqa: E402
 
-from numpyro_flows import AutoIAF  # noqa: E402
+from numpyro_flows import AutoHybridFlow, AutoIAF, flows  # noqa: E402
 from numpyro_flows.distributed import (  # noqa: E402
     data_parallel_svi,
     make_mesh,
@@ -139,6 +140,48 @@ def check_data_parallel_svi_matches_single_device():
             state, scan_losses = scan_run(dp, replicate(state0, dp.mesh), stacked)
             assert_same_run(scan_losses, dp.get_params(state), ref_losses, ref_params)
         print(f"data-parallel SVI on {n} device(s) matches the single-device run: ok", flush=True)
+
+
+NUM_GROUPS, PER_GROUP = 512, 3
+GROUP_Y = RNG.normal(size=(NUM_GROUPS, PER_GROUP)).astype(np.float32) + 0.5
+GROUP_BATCHES = np.stack([RNG.choice(NUM_GROUPS, BATCH, replace=False) for _ in range(STEPS)])
+
+
+def hierarchy(y):
+    """A local latent per group, in the plate the minibatch's rows are split over."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    with numpyro.plate("groups", NUM_GROUPS, subsample_size=y.shape[0]):
+        theta = numpyro.sample("theta", dist.Normal(mu, 1.0))
+        numpyro.sample("y", dist.Normal(theta[:, None], 1.0).to_event(1), obs=y)
+
+
+def check_hybrid_guide_data_parallel_matches_single_device():
+    """AutoHybridFlow: its encoder runs on each device's rows, its parameters replicated;
+    with the minibatch's indices given, as data_parallel_svi(subsample_plate=...) takes."""
+    guide = AutoHybridFlow(hierarchy, global_flow=flows.iaf(1), local_flow=flows.iaf(1))
+    svi = SVI(hierarchy, guide, optax.adam(1e-2), Trace_ELBO())
+    first = GROUP_BATCHES[0]
+    state0 = svi.init(jax.random.key(0), GROUP_Y[first])
+
+    def reference_update(state, y, idx):
+        local = copy.copy(svi)  # shares the constrain_fn set by svi.init
+        local.model = substitute(hierarchy, data={"groups": idx})
+        local.guide = substitute(guide, data={"groups": idx})
+        return local.update(state, y)
+
+    reference = jax.jit(reference_update)
+    state, ref_losses = state0, []
+    for idx in GROUP_BATCHES:
+        state, loss = reference(state, GROUP_Y[idx], idx)
+        ref_losses.append(float(loss))
+    ref_params = svi.get_params(state)
+    dp = data_parallel_svi(svi, make_mesh(8), subsample_plate="groups")
+    state, losses = replicate(state0, dp.mesh), []
+    for idx in GROUP_BATCHES:
+        state, loss = dp.update(state, GROUP_Y[idx], indices=idx)
+        losses.append(float(loss))
+    assert_same_run(np.array(losses), dp.get_params(state), np.array(ref_losses), ref_params)
+    print("data-parallel AutoHybridFlow on 8 devices matches one device: ok", flush=True)
 
 
 def check_init_and_subsample_indices():
@@ -283,6 +326,7 @@ CHECKS = [
     check_init_and_subsample_indices,
     check_clear_errors,
     check_neutra_chains_over_devices,
+    check_hybrid_guide_data_parallel_matches_single_device,
 ]
 
 if __name__ == "__main__":

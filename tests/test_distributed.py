@@ -23,12 +23,14 @@ from numpyro_flows.distributed import make_mesh, shard_batch
 
 # distributed_checks.py's checks and the lines ending ": ok" that each prints.
 SVI_CHECKS = {"check_data_parallel_svi_matches_single_device": 2}
-# The slow run: the subsample indices through the sharded plate, the argument errors and
-# the NeuTra chains over devices (three 8-chain NUTS runs).
+# The slow run: the subsample indices through the sharded plate, the argument errors,
+# the NeuTra chains over devices (three 8-chain NUTS runs) and AutoHybridFlow's locals
+# over devices.
 CHAIN_CHECKS = {
     "check_init_and_subsample_indices": 1,
     "check_clear_errors": 1,
     "check_neutra_chains_over_devices": 2,
+    "check_hybrid_guide_data_parallel_matches_single_device": 1,
 }
 
 
