@@ -33,6 +33,7 @@ from numpyro_flows._guide_support import latent_sites, reject_discrete_latents
 from numpyro_flows.autoguides import AutoIAF
 from numpyro_flows.checks import check_model_data
 from numpyro_flows.diagnostics import KHAT_BAD, PSISResult, psis_diagnostic
+from numpyro_flows.hybrid import AutoHybridFlow, subsampled_local_sites
 from numpyro_flows.mixture import AutoFlowMixture
 from numpyro_flows.modes import Modes, find_modes
 from numpyro_flows.objectives import StratifiedELBO
@@ -76,7 +77,7 @@ class GuideFit(NamedTuple):
             :class:`~numpyro_flows.AutoFlowMixture`.
     """
 
-    guide: AutoContinuous
+    guide: AutoContinuous | AutoHybridFlow
     params: dict
     losses: np.ndarray
     khat: float
@@ -173,6 +174,9 @@ def fit_guide(
       :class:`~numpyro_flows.AutoFlowMixture` with one flow per mode trained with
       :class:`~numpyro_flows.StratifiedELBO` (one flow trained by the ELBO keeps one mode
       and drops the rest; the modes are found first by :func:`~numpyro_flows.find_modes`);
+      where latents sit in a subsampled plate (a latent per datum or group), an
+      :class:`~numpyro_flows.AutoHybridFlow` (no mode search and no learned non-centring
+      then; PSIS on the full data);
     * the model's geometry: with ``reparam=True``, hierarchical location-scale sites
       (``theta ~ Normal(mu, tau)`` with ``mu`` or ``tau`` latent) get a learned degree
       of non-centring (:mod:`numpyro_flows.reparam`), trained with the guide;
@@ -191,7 +195,8 @@ def fit_guide(
         guide: ``None`` (the default guide), a guide class or factory taking the model
             (e.g. ``AutoNeuralSpline`` or ``lambda m: AutoIAF(m, num_flows=5)``; it is
             built on the reparameterised model), or an ``AutoContinuous`` instance (ours
-            or NumPyro's), used with its own model as it is.
+            or NumPyro's) or :class:`~numpyro_flows.AutoHybridFlow`, used with its own
+            model as it is.
         reparam: learn the non-centring of hierarchical sites (ignored for a guide
             instance, which is bound to its model already).
         modes: with the default guide: ``True`` looks for separated modes
@@ -234,8 +239,14 @@ def fit_guide(
         raise TypeError(f"model must be a NumPyro model (a callable), got {type(model).__name__}.")
     found = None
     key_modes = jax.random.fold_in(rng_key, 1)  # leaves the training keys as they were
-    if isinstance(guide, AutoContinuous):
+    if isinstance(guide, AutoContinuous | AutoHybridFlow):
         model = guide.model
+    elif subsampled_local_sites(model, model_args, model_kwargs):
+        # Local latents in a subsampled plate: an amortised guide over the locals, no
+        # mode search (a mode of a minibatch is not one of the posterior) and no learned
+        # non-centring (it adds a parameter per local value).
+        check_latent_sites(model, model_args, model_kwargs)
+        guide = AutoHybridFlow(model) if guide is None else _build_guide(guide, model)
     else:
         latent_size = check_latent_sites(model, model_args, model_kwargs)
         if reparam:
@@ -445,7 +456,7 @@ def _build_guide(make_guide, model) -> AutoContinuous:
             f"the model (e.g. AutoNeuralSpline), got {type(make_guide).__name__}."
         )
     guide = make_guide(model)
-    if not isinstance(guide, AutoContinuous):
+    if not isinstance(guide, AutoContinuous | AutoHybridFlow):
         raise TypeError(_not_continuous(f"the guide factory returned {type(guide).__name__}"))
     return guide
 
@@ -453,8 +464,8 @@ def _build_guide(make_guide, model) -> AutoContinuous:
 def _not_continuous(what: str) -> str:
     return (
         "fit_guide trains an AutoContinuous guide (AutoIAF, AutoNeuralSpline, AutoFlow, "
-        f"NumPyro's AutoIAFNormal, ...); {what}, which has no joint density over all "
-        "latents. For other guides use numpyro.infer.SVI directly."
+        f"NumPyro's AutoIAFNormal, ...) or an AutoHybridFlow; {what}, which has no joint "
+        "density over all latents. For other guides use numpyro.infer.SVI directly."
     )
 
 

@@ -264,6 +264,8 @@ class AutoHybridFlow(AutoGuide):
         for name, site in self.prototype_trace.items():
             if site["type"] != "sample" or not site["is_observed"]:
                 continue
+            if isinstance(site["fn"], dist.Unit):
+                continue  # numpyro.factor: a log-density term, no data to read
             for f in site["cond_indep_stack"]:
                 if f.name == frame.name:
                     observed.append(_ObservedSlot(name, f.dim - site["fn"].event_dim))
@@ -702,6 +704,25 @@ class AutoHybridFlow(AutoGuide):
 
 
 # ---------------------------------------------------------------------- helpers
+def subsampled_local_sites(model, args: tuple, kwargs: dict) -> list[str]:
+    """The latent sites of ``model`` that sit in a subsampled plate (one seeded run; an
+    empty list where the model cannot be run this way)."""
+    # The seed innermost: init_to_uniform draws with the key it puts on each site.
+    seeded = handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform)
+    try:
+        with handlers.block(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trace = handlers.trace(seeded).get_trace(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - left to the guide's own set-up to report
+        return []
+    full = {name: site["args"][0] for name, site in trace.items() if site["type"] == "plate"}
+    return [
+        name
+        for name, site in trace.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and any(f.size != full.get(f.name, f.size) for f in site["cond_indep_stack"])
+    ]
 
 
 # ---------------------------------------------------------------------- messages
@@ -724,4 +745,4 @@ def _no_observations_message(owner, plate) -> str:
     )
 
 
-__all__ = ["FEATURE_SD_FLOOR", "AutoHybridFlow"]
+__all__ = ["DRAW_BATCH_VALUES", "FEATURE_SD_FLOOR", "AutoHybridFlow", "subsampled_local_sites"]

@@ -38,6 +38,7 @@ from numpyro_flows.diagnostics import (
     model_with_fitted_params,
     psis_diagnostic,
 )
+from numpyro_flows.hybrid import AutoHybridFlow
 from numpyro_flows.reparam import original_sites
 from numpyro_flows.reports import MCMCReport, RunReportWarning, mcmc_report
 
@@ -84,8 +85,19 @@ class NeuTraResult(NamedTuple):
         return mcmc_report(self.samples, self.sample_stats)
 
 
+def _reject_local_latents(guide) -> None:
+    if isinstance(guide, AutoHybridFlow):
+        raise TypeError(
+            "NeuTra runs NUTS on the full data in the space one transform of all latents "
+            "warps; AutoHybridFlow draws each row's locals from the row's data, and NUTS "
+            "cannot subsample. Use the guide's draws (check them with psis_diagnostic, "
+            "on the full data), or run NUTS on the model without subsampling."
+        )
+
+
 def neutra_reparam(guide, params) -> NeuTraReparam:
     """``NeuTraReparam(guide, params)`` with a clear error for a guide it cannot use."""
+    _reject_local_latents(guide)
     require_continuous(guide)
     if guide.prototype_trace is None:
         raise ValueError(
@@ -144,6 +156,7 @@ def neutra_nuts(
         result = neutra_nuts(jax.random.key(1), fit.guide, fit.params, data, num_chains=4)
         print(result.summary())
     """
+    _reject_local_latents(guide)
     require_continuous(guide)
     if khat_samples and khat_samples < MIN_PSIS_SAMPLES:
         raise ValueError(

@@ -18,8 +18,10 @@ from numpyro.infer import SVI, Predictive, Trace_ELBO
 
 from numpyro_flows import (
     AutoHybridFlow,
+    fit_guide,
     flows,
     load_guide,
+    neutra_nuts,
     psis_diagnostic,
     psis_resample,
     save_guide,
@@ -162,6 +164,24 @@ def test_save_and_load(fitted, tmp_path):
         ],
         guide.sample_posterior(key, params, Y, sample_shape=(4,), rows=jnp.arange(2))["theta"],
     )
+
+
+@pytest.mark.slow
+def test_fit_guide_chooses_the_hybrid_guide_for_local_latents():
+    fit = fit_guide(
+        jax.random.key(0), hierarchy, Y, num_steps=2000, khat_samples=200, progress_bar=False
+    )
+    assert isinstance(fit.guide, AutoHybridFlow) and fit.modes is None
+    assert np.isfinite(fit.khat)
+    draws = fit.guide.sample_posterior(
+        jax.random.key(1), fit.params, Y, sample_shape=(2000,), rows=jnp.arange(GROUPS)
+    )
+    mean, sd = exact_posterior(Y)
+    values = np.column_stack([draws["mu"], draws["theta"]])
+    np.testing.assert_array_less(np.abs(values.mean(0) - mean) / sd, 0.2)
+    np.testing.assert_array_less(np.abs(values.std(0) / sd - 1), 0.2)
+    with pytest.raises(TypeError, match="NUTS cannot subsample"):
+        neutra_nuts(jax.random.key(2), fit.guide, fit.params, Y)
 
 
 # ---------------------------------------------------------------------- structures
