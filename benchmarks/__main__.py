@@ -11,7 +11,8 @@ compile time against depth), ``quality``
 (equal wall-clock budget: ELBO, KL, k-hat), ``modes`` (multimodal targets: KL, share of
 draws per mode), ``neutra`` (NeuTra-NUTS vs NUTS),
 ``posteriordb`` (accuracy against reference posteriors), ``images`` (image flows on the
-digits against normflows) and, from their own modules,
+digits against normflows), ``hybrid`` (``AutoHybridFlow`` on subsampled hierarchical
+models: against NUTS, at 10^5 groups, data-parallel) and, from their own modules,
 ``density`` and ``scaling`` when present. The report is rebuilt from every JSON file in
 ``results/``, so sections can be re-run one at a time.
 """
@@ -34,6 +35,7 @@ SECTIONS = {
     "density": "benchmarks.density",
     "images": "benchmarks.images",
     "scaling": "benchmarks.scaling",
+    "hybrid": "benchmarks.hybrid",
 }
 
 

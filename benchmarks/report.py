@@ -385,6 +385,165 @@ def images_section(p) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hybrid_section(p) -> str:
+    lines = ["## AutoHybridFlow: local latents in subsampled plates\n", _machine(p)]
+    lines.extend(_note(p))
+    lines.append(
+        f"`python -m benchmarks.hybrid`. One schedule for every fit: {p['schedule']}. "
+        "NumPyro's `AutoNormal` is the reference guide (one loc and scale per latent "
+        "value). Medians over the seeds.\n"
+    )
+    for part, render in (
+        ("small", _hybrid_small),
+        ("large", _hybrid_large),
+        ("data_parallel", _hybrid_data_parallel),
+    ):
+        if part in p:
+            run = p[part]
+            quick = " (--quick)" if run.get("quick") else ""
+            lines.append(render(run))
+            lines.append(
+                f"*Seeds {run.get('seeds')}{quick}; `numpyro_flows/hybrid.py` sha256 "
+                f"{run.get('hybrid_py_sha256')}; {run['part_seconds']:.0f} s.*\n"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _hybrid_small(run) -> str:
+    s = run["setting"]
+    tol = run["tolerance"]
+    lines = [
+        f"### Small models against NUTS ({s['groups']} groups, {s['obs']} observations "
+        f"each, {s['batch']} groups per step)\n",
+        f"{s['steps']} steps, {s['particles']} particles; {s['draws']} guide draws. Largest "
+        "|mean − NUTS mean| / NUTS sd (*mean*) and |sd / NUTS sd − 1| (*sd*), over the "
+        f"globals (mu, tau) and over every group's theta (locals); target ≤ {tol}. NUTS "
+        "split-half: chains 1–2 against 3–4, the Monte Carlo noise of such a maximum (with "
+        "half the draws on each side, so larger than in the guides' rows).\n",
+    ]
+    for model, block in run["models"].items():
+        n = block["nuts"]
+        lines.append(
+            f"\n**{model}** — NUTS {n['chains']} chains × ({n['warmup']} warmup + "
+            f"{n['samples']}): max r-hat {n['max_rhat']:.4f}, min bulk ESS "
+            f"{n['min_bulk_ess']:.0f}, {n['divergences']} divergences\n"
+        )
+        lines.append(
+            "| guide | globals mean | globals sd | locals mean | locals sd | within "
+            f"{tol} (seeds) | fit, set-up included (s) |"
+        )
+        lines.append("|---|---:|---:|---:|---:|:---:|---:|")
+        keys = ("globals_mean", "globals_sd", "locals_mean", "locals_sd")
+        for name, r in block["guides"].items():
+            passed = sum(all(seed[k] <= tol for k in keys) for seed in r["per_seed"])
+            lines.append(
+                f"| {name} | "
+                + " | ".join(_fmt(r[k]) for k in keys)
+                + f" | {passed}/{len(r['per_seed'])} | {_fmt(r['seconds'], 1)} |"
+            )
+        half = block["split_half_nuts"]
+        lines.append("| NUTS split-half | " + " | ".join(_fmt(half[k]) for k in keys) + " | | |")
+    return "\n".join(lines) + "\n"
+
+
+def _hybrid_large(run) -> str:
+    s = run["setting"]
+    groups = f"{s['groups']:,}"
+    lines = [
+        f"### {groups} groups, {s['batch']} per step (normal-normal, {s['obs']} "
+        "observations per group)\n",
+        "**Parameters of the guide** (set up on data with that many groups)\n",
+        "| groups | AutoHybridFlow | numpyro.AutoNormal |",
+        "|---:|---:|---:|",
+    ]
+    for size, row in run["param_counts"].items():
+        lines.append(
+            f"| {int(size):,} | {row['AutoHybridFlow']:,} | {row['numpyro.AutoNormal']:,} |"
+        )
+    lines.append(
+        f"\n**Step time** of `jax.jit(svi.update)` at {groups} groups ({s['rounds']} "
+        f"interleaved rounds of {s['steps_per_round']} steps, medians; ratio: per round, "
+        "then the median; set-up + compile: a new guide to the end of its first step)\n"
+    )
+    lines.append(
+        "| particles | ours ms/step | AutoNormal ms/step | ours µs/row | AutoNormal µs/row "
+        "| ours / AutoNormal | ours set-up + compile (s) | AutoNormal set-up + compile (s) |"
+    )
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for particles, c in run["step_costs"].items():
+        ours, theirs = c["AutoHybridFlow"], c["numpyro.AutoNormal"]
+        lines.append(
+            f"| {particles} | {ours['step_ms']:.2f} | {theirs['step_ms']:.2f} | "
+            f"{ours['per_row_us']:.2f} | {theirs['per_row_us']:.2f} | {c['ratio']:.2f}× | "
+            f"{ours['setup_compile_s']:.1f} | {theirs['setup_compile_s']:.1f} |"
+        )
+    lines.append(_hybrid_elbo_table(run))
+    return "\n".join(lines) + "\n"
+
+
+def _hybrid_elbo_table(run) -> str:
+    s = run["setting"]
+    bound = run["log_likelihood_bound"]
+    lines = [
+        f"\n**ELBO per group at an equal wall budget of {run['budget_s']:.0f} s per fit** "
+        f"(set-up and compilation included; {s['particles']} particle(s) per step; each fit "
+        "plans (budget − set-up) / step steps from the costs above and stops early if the "
+        f"budget runs out). Estimate: −`Trace_ELBO({s['eval_particles']})` loss averaged "
+        f"over minibatches of {s['batch']} that partition a random permutation of the "
+        "groups, the same for every guide, divided by the number of groups (± the "
+        "between-minibatch standard error). Held out: new groups from the same process; "
+        "ours is the trained guide called on the held-out data (its plates follow the "
+        "data), with no training there; `AutoNormal` has no parameters for new "
+        "groups and gets a fresh fit of the same budget on them.\n",
+        "| guide | steps (planned) | fit (s) | train ELBO / group | held-out ELBO / group |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, r in run["summary"].items():
+        seeds = [row[name] for row in run["per_seed"]]
+        se_train = max(x["train"]["se"] for x in seeds)
+        se_held = max(x["heldout"]["se"] for x in seeds)
+        lines.append(
+            f"| {name} | {r['steps']:.0f} ({run['planned_steps'][name]}) | "
+            f"{r['seconds']:.1f} | {r['train_elbo']:.4f} ± {se_train:.4f} | "
+            f"{r['heldout_elbo']:.4f} ± {se_held:.4f} |"
+        )
+    lines.append(
+        f"| upper bound: log-likelihood / group at the ML globals | | | {bound['train']:.4f} "
+        f"| {bound['heldout']:.4f} |"
+    )
+    checks = [row["AutoHybridFlow"]["transfer_check"] for row in run["per_seed"]]
+    same = all(c["same_names_and_shapes"] for c in checks)
+    lines.append(
+        "\nThe trained parameters and those of a guide set up on the held-out data have "
+        f"{'the same' if same else '**different**'} names and shapes.\n"
+    )
+    return "\n".join(lines)
+
+
+def _hybrid_data_parallel(run) -> str:
+    s = run["setting"]
+    lines = [
+        "### Data-parallel SVI\n",
+        f"`data_parallel_svi` on {s['devices']} simulated CPU devices against "
+        f"`jax.jit(svi.update)` on one: {s['steps']} steps of `AutoHybridFlow` "
+        f"({s['particles']} particles), minibatches of {s['batch']} rows of {s['groups']} "
+        "fed to the model as arrays. Target: equal to 1e-5 (parameters absolute; losses, "
+        "about 10^4 in float32, relative).\n",
+    ]
+    if "error" in run:
+        lines.append(f"**Failed:**\n\n```\n{run['error']}\n```")
+        return "\n".join(lines) + "\n"
+    lines.append("| variant | max \\|Δθ\\| | max \\|Δloss\\| | max \\|Δloss\\| / \\|loss\\| |")
+    lines.append("|---|---:|---:|---:|")
+    for name, r in run["results"].items():
+        lines.append(
+            f"| {name} | {r['max_abs_param_diff']:.1e} | {r['max_abs_loss_diff']:.1e} | "
+            f"{r['max_rel_loss_diff']:.1e} |"
+        )
+    lines.append(f"\nWithin 1e-5: {'yes' if run['passes_1e-5'] else '**no**'}.\n")
+    return "\n".join(lines)
+
+
 SECTIONS = {
     "compile_time": compile_time_section,
     "time_to_quality": time_to_quality_section,
@@ -395,6 +554,7 @@ SECTIONS = {
     "posteriordb_defaults": posteriordb_defaults_section,
     "posteriordb": posteriordb_section,
     "images": images_section,
+    "hybrid": hybrid_section,
 }
 
 

@@ -215,7 +215,7 @@ def _hybrid_to_inference_data(
         rng_key, params, *args, num_samples=num_samples, rows=rows, **kwargs
     )
     psis = psis_from_log_ratios(np.asarray(log_p - log_q))
-    row_map = guide.all_rows() if rows is None else guide.rows_map(rows)
+    row_map = guide.all_rows(*args, **kwargs) if rows is None else guide.rows_map(rows)
     # The model on these rows: its plate takes them (as the guide's did), so the
     # observations, the dims and the pointwise log-likelihoods are those of the rows.
     model = handlers.substitute(model_with_fitted_params(guide, params), data=row_map)

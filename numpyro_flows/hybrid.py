@@ -22,6 +22,11 @@ locals are conditioned on the sampled globals, the guide keeps the dependence be
 that a mean-field guide (``AutoNormal``) drops: in a hierarchical model, a group's effect
 scales with the population spread.
 
+Since nothing in it is per row, a trained guide applies to other data of the same model:
+new groups, or a data set of another size (its plates are sized by the model on each
+call); the encoder's input standardisation is fixed when the guide first meets data (the
+mean and sd of that subsample's observed values, kept with the guide and in its file).
+
 Everything SVI does works, including subsampling (the guide's plates are the model's, so
 ``Trace_ELBO`` scales both by ``N / B``); ``Predictive`` and
 :meth:`AutoHybridFlow.sample_posterior` (globals, and locals of the rows asked for);
@@ -30,7 +35,8 @@ full data; :func:`numpyro_flows.save_guide`;
 :func:`numpyro_flows.distributed.data_parallel_svi`.
 
 Constants: ``FEATURE_SD_FLOOR`` (1e-6), below which an observed feature's spread counts as
-zero and it is not rescaled.
+zero and it is not rescaled; ``DRAW_BATCH_VALUES`` (2^20), about how many rows in all
+:meth:`AutoHybridFlow.importance_draws` evaluates at once.
 """
 
 from __future__ import annotations
@@ -111,13 +117,15 @@ class AutoHybridFlow(AutoGuide):
         global_flow: the :class:`~numpyro_flows.flows.Flow` over the global latents
             (default :func:`numpyro_flows.flows.iaf`, three layers).
         local_flow: the conditional flow over one row's local latents (default one
-            autoregressive :func:`numpyro_flows.flows.neural_spline` layer, with its
-            conditional affine map); it is initialised with ``context_dim`` = the
-            encoder's width.
+            :func:`numpyro_flows.flows.iaf` layer: on two hierarchical models as accurate
+            as a neural spline at half its step time, see ``benchmarks/hybrid.py``); it is
+            initialised with ``context_dim`` = the encoder's width.
         encoder: hidden widths of the encoder MLP (default two layers of
             ``max(2 * (inputs), 32)``, at most 256); its input is a row's observed values
-            (standardised by the set-up subsample's mean and sd) and the global latents in
-            the unconstrained space, and its last hidden layer is the local flow's context.
+            (standardised by the set-up subsample's mean and sd) and the global latents
+            standardised by the global affine layer, ``(g - loc) / scale``; its last hidden
+            layer is the local flow's context, and its head gives each row's location and
+            scale to first order in those globals (per-row slopes).
         local_inputs: extra per-row inputs of the encoder, for covariates the model does
             not observe (a regression's ``x``): ``{plate: fn}`` or, with one subsampled
             plate, ``fn``; ``fn(idx, *args, **kwargs)`` returns an array ``(len(idx), F)``
@@ -182,7 +190,7 @@ class AutoHybridFlow(AutoGuide):
             )
         get_activation(nonlinearity)
         self.global_flow = flows.iaf() if global_flow is None else global_flow
-        self.local_flow = flows.neural_spline(1) if local_flow is None else local_flow
+        self.local_flow = flows.iaf(1) if local_flow is None else local_flow
         self.encoder = encoder
         self.local_inputs = local_inputs
         self.nonlinearity = nonlinearity
@@ -191,7 +199,7 @@ class AutoHybridFlow(AutoGuide):
         self._locals: dict[str, _LocalPart] = {}
         self._supports: dict = {}
         self._event_dims: dict[str, int] = {}
-        self._feature_stats: dict = {}  # initial values of the features' (mean, sd) params
+        self._feature_stats: dict = {}  # {plate: (mean, sd)} of the set-up rows' features
         self._site_frames: dict[str, tuple[str, ...]] = {}  # the plates of each latent site
         self._is_set_up = False
         self._globals_only = False  # set while sample_posterior draws the globals alone
@@ -277,7 +285,10 @@ class AutoHybridFlow(AutoGuide):
             raise ValueError(_no_observations_message(type(self).__name__, frame.name))
         mean = jnp.mean(features, 0)
         sd = jnp.std(features, 0)
-        self._feature_stats[frame.name] = (mean, jnp.where(sd > FEATURE_SD_FLOOR, sd, 1.0))
+        self._feature_stats[frame.name] = (
+            np.asarray(mean),
+            np.asarray(jnp.where(sd > FEATURE_SD_FLOOR, sd, 1.0)),
+        )
         return _LocalPart(frame.name, frame.dim, tuple(slots), observed, offset, features.shape[-1])
 
     def _input_fn(self, plate):
@@ -329,25 +340,38 @@ class AutoHybridFlow(AutoGuide):
         return jnp.concatenate([p.astype(dtype) for p in pieces], -1)
 
     def _create_plates(self, *args, **kwargs):
-        if not self._row_numbers:
+        if self.create_plates is not None and not self._row_numbers:
             return super()._create_plates(*args, **kwargs)
-        # Given rows (sample_posterior, the full-data diagnostics): those plates take
-        # their size; the others are made as AutoGuide makes them (each plate once: a
-        # plate made twice would record its second draw in the trace).
+        # The model's own plates, sized by the data of this call (a trained guide applies
+        # to new rows and to data of another size); given rows (sample_posterior, the
+        # full-data diagnostics) take their plate's place. Each plate is made once: a
+        # plate made twice would record its second draw in the trace.
+        sizes = self._model_plates(args, kwargs)
         plates = {}
         for name, frame in sorted(self._prototype_frames.items()):
-            full_size = self._prototype_frame_full_sizes[name]
+            size, subsample_size = sizes.get(
+                name, (self._prototype_frame_full_sizes[name], frame.size)
+            )
             rows = self._row_numbers.get(name)
             if rows is None:
                 plates[name] = numpyro.plate(
-                    name, full_size, dim=frame.dim, subsample_size=frame.size
+                    name, size, dim=frame.dim, subsample_size=subsample_size
                 )
                 continue
             with handlers.substitute(data={name: rows}):
-                plates[name] = numpyro.plate(
-                    name, full_size, dim=frame.dim, subsample_size=len(rows)
-                )
+                plates[name] = numpyro.plate(name, size, dim=frame.dim, subsample_size=len(rows))
         return plates
+
+    def _model_plates(self, args, kwargs) -> dict:
+        """``{plate: (size, subsample_size)}`` of the model's plates for these arguments,
+        from one run that draws no subsample (only shapes are read; XLA drops the rest)."""
+        model = handlers.substitute(handlers.seed(self.model, 0), substitute_fn=_no_draws)
+        with handlers.block(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="subsample_size does not match")
+            trace = handlers.trace(model).get_trace(*args, **kwargs)
+        return {
+            name: tuple(site["args"]) for name, site in trace.items() if site["type"] == "plate"
+        }
 
     @contextmanager
     def given_rows(self, rows):
@@ -410,16 +434,13 @@ class AutoHybridFlow(AutoGuide):
             # The head starts at the constant (init_loc, init_scale): softplus^-1 offset.
             raw_scale = jnp.log(jnp.expm1(jnp.asarray(init_scale, dtype)))
             head["b"] = jnp.concatenate([init_loc, jnp.full((part.latent_dim,), raw_scale, dtype)])
-            return {"trunk": trunk, "head": head}
+            # Slopes of (loc, raw scale) in each standardised global, per row: zero at first.
+            slopes = dense_init(
+                head_key, widths[-1], 2 * part.latent_dim * self.global_dim, zero=True, dtype=dtype
+            )
+            return {"trunk": trunk, "head": head, "slopes": slopes}
 
         encoder = numpyro.param(f"{self.prefix}_{part.plate}_encoder", init_encoder)
-        # The features' standardisation, from the set-up rows: stored with the params (so
-        # a guide set up on other data, or loaded, uses the same) and never trained.
-        mean, sd = (
-            jax.lax.stop_gradient(numpyro.param(f"{self.prefix}_{part.plate}_{name}", value))
-            for name, value in zip(("feature_mean", "feature_sd"), self._feature_stats[part.plate])
-        )
-        encoder = {**encoder, "feature_mean": mean, "feature_sd": sd}
         flow = numpyro.param(
             f"{self.prefix}_{part.plate}_flow",
             lambda key: self.local_flow.init(key, part.latent_dim, widths[-1], dtype=dtype),
@@ -430,30 +451,28 @@ class AutoHybridFlow(AutoGuide):
     def __call__(self, *args, **kwargs):
         if not self._is_set_up:
             self._setup_prototype(*args, **kwargs)
-        plates = self._create_plates(*args, **kwargs)
         result = {}
         global_value = None
         if self._globals:
             global_value = self._sample_globals(result)
         if self._locals and not self._globals_only:
+            self._require_model()
+            plates = self._create_plates(*args, **kwargs)
             observed = self._observed_trace(plates, result, args, kwargs)
             for part in self._locals.values():
                 self._sample_locals(part, plates, observed, global_value, result, args, kwargs)
         return result
 
-    def _global_posterior(self):
+    def _sample_globals(self, result):
         flow_params, loc, scale = self._global_params()
         base = dist.Normal(jnp.zeros(self.global_dim, self._dtype()), 1.0).to_event(1)
         transforms = [
             self.global_flow.transform(flow_params),
             IndependentTransform(AffineTransform(loc, scale), 1),
         ]
-        return dist.TransformedDistribution(base, transforms)
-
-    def _sample_globals(self, result):
         latent = numpyro.sample(
             f"_{self.prefix}_global_latent",
-            self._global_posterior(),
+            dist.TransformedDistribution(base, transforms),
             infer={"is_auxiliary": True},
         )
         for slot in self._globals:
@@ -461,7 +480,8 @@ class AutoHybridFlow(AutoGuide):
                 latent.shape[:-1] + slot.shape
             )
             result[slot.name] = self._delta_site(slot.name, unconstrained)
-        return latent
+        # The locals are conditioned on the standardised globals, (g - loc) / scale.
+        return (latent - loc) / scale
 
     def _delta_site(self, name, unconstrained):
         transform = biject_to(self._supports[name])
@@ -476,20 +496,22 @@ class AutoHybridFlow(AutoGuide):
             )
         return numpyro.sample(name, dist.Delta(value, log_density=log_density, event_dim=event_dim))
 
-    def _observed_trace(self, plates, result, args, kwargs):
-        """One run of the model on the current rows (the guide's plate indices), the
-        globals at their sampled values, to read the rows' observed values (the other
-        latents at init values: only observed data is read, and XLA drops the rest)."""
+    def _require_model(self):
         if self.model is None:
             raise ValueError(
                 "This guide was loaded without its model: it draws the globals "
                 "(sample_posterior without rows=), but a row's locals depend on the row's "
                 "data, which the model reads. Attach it: load_guide(path, model=model)."
             )
+
+    def _observed_trace(self, plates, result, args, kwargs):
+        """One run of the model on the current rows (the guide's plate indices), the
+        globals at their sampled values, to read the rows' observed values (the other
+        latents at init values: only observed data is read, and XLA drops the rest)."""
         indices = {name: plates[name]._indices for name in self._locals}
         # The seed innermost: init_to_uniform draws with the key it puts on each site.
-        model = handlers.seed(self.model, numpyro.prng_key())
-        model = handlers.substitute(model, substitute_fn=init_to_uniform)
+        model = handlers.seed(self.model, 0)
+        model = handlers.substitute(model, substitute_fn=_no_draws)
         model = handlers.substitute(model, data={**indices, **result})
         with handlers.block(), warnings.catch_warnings():
             # Given rows (given_rows) differ in number from the model's subsample_size.
@@ -502,18 +524,34 @@ class AutoHybridFlow(AutoGuide):
         idx = plate._indices
         features = self._row_features(part.plate, part.observed, observed, rows, idx, args, kwargs)
         encoder, flow_params = self._local_params(part)
-        inputs = conditioner_input((features - encoder["feature_mean"]) / encoder["feature_sd"])
+        # Standardised as the set-up rows were (a fixed part of the guide, not a param).
+        mean, sd = (jnp.asarray(a, features.dtype) for a in self._feature_stats[part.plate])
+        inputs = conditioner_input((features - mean) / sd)
         if global_value is not None:
-            # A (particle-batched) global draw, the same for every row.
-            globals_in = conditioner_input(global_value)
+            # The globals standardised by the guide's own affine layer: where the posterior
+            # of the globals is narrow (many rows), their raw values barely move, and an
+            # encoder fed those could not follow them.
             inputs = jnp.concatenate(
-                [inputs, jnp.broadcast_to(globals_in, (rows, self.global_dim))], -1
+                [
+                    inputs,
+                    jnp.broadcast_to(conditioner_input(global_value), (rows, self.global_dim)),
+                ],
+                -1,
             )
         act = get_activation(self.nonlinearity)
         h = inputs.astype(self._dtype())
         for layer in encoder["trunk"]:
             h = act(h @ layer["w"] + layer["b"])
         head = h @ encoder["head"]["w"] + encoder["head"]["b"]
+        if global_value is not None:
+            # First order in the globals, with per-row slopes: a row's conditional mean
+            # and scale move with the globals as its data says (in a hierarchy the
+            # shrinkage of a group's effect is its data times a function of the spread),
+            # a product an MLP of the concatenation only approximates.
+            slopes = (h @ encoder["slopes"]["w"] + encoder["slopes"]["b"]).reshape(
+                rows, 2 * part.latent_dim, self.global_dim
+            )
+            head = head + slopes @ global_value
         loc = head[..., : part.latent_dim]
         scale = jax.nn.softplus(head[..., part.latent_dim :])
 
@@ -589,12 +627,12 @@ class AutoHybridFlow(AutoGuide):
         finally:
             self._globals_only = saved
 
-    def all_rows(self) -> dict:
-        """``{plate: every row number}`` of each subsampled plate with local latents."""
-        return {
-            name: jnp.arange(self._prototype_frame_full_sizes[name], dtype=jnp.int32)
-            for name in self._locals
-        }
+    def all_rows(self, *args, **kwargs) -> dict:
+        """``{plate: every row number}`` of each subsampled plate with local latents, for
+        the model's arguments (the data)."""
+        self._require_model()
+        sizes = self._model_plates(args, kwargs)
+        return {name: jnp.arange(sizes[name][0], dtype=jnp.int32) for name in self._locals}
 
     def importance_draws(
         self,
@@ -629,7 +667,7 @@ class AutoHybridFlow(AutoGuide):
             constrained space (their difference is the same as in the unconstrained one).
         """
         self._ensure_set_up(args, kwargs)
-        full = self.all_rows()
+        full = self.all_rows(*args, **kwargs)
         keep = None if rows is None else self.rows_map(rows)
 
         def one(key):
@@ -704,6 +742,15 @@ class AutoHybridFlow(AutoGuide):
 
 
 # ---------------------------------------------------------------------- helpers
+def _no_draws(site):
+    """A substitute_fn for runs that only read shapes and data: subsampled plates take
+    their first rows (no permutation of the full size is drawn), latents init values."""
+    if site["type"] == "plate":
+        size, subsample_size = site["args"]
+        return jnp.arange(size if subsample_size is None else subsample_size)
+    return init_to_uniform(site)
+
+
 def subsampled_local_sites(model, args: tuple, kwargs: dict) -> list[str]:
     """The latent sites of ``model`` that sit in a subsampled plate (one seeded run; an
     empty list where the model cannot be run this way)."""

@@ -108,9 +108,7 @@ def test_predictive_replays_the_guides_subsample(fitted):
 def test_parameters_do_not_grow_with_the_data_and_apply_to_new_groups(fitted):
     guide, params = fitted
     many = jnp.asarray(np.random.default_rng(1).normal(size=(5000, PER_GROUP)), jnp.float32)
-    other = small(hierarchy)
-    with numpyro.handlers.seed(rng_seed=0):
-        other._setup_prototype(many)
+    other = set_up(hierarchy, many)
     fresh = numpyro.handlers.trace(numpyro.handlers.seed(other, 0)).get_trace(many)
     shapes = {
         name: jax.tree.map(jnp.shape, site["value"])
@@ -119,9 +117,15 @@ def test_parameters_do_not_grow_with_the_data_and_apply_to_new_groups(fitted):
     }
     assert shapes == {name: jax.tree.map(jnp.shape, value) for name, value in params.items()}
     assert guide.num_params(params) == other.num_params(params)
-    # The trained parameters give a finite ELBO on groups the guide never saw.
-    loss = Trace_ELBO(2).loss(jax.random.key(4), params, hierarchy, other, many)
+    # The trained guide takes data of another size: its plates follow the model's.
+    loss = Trace_ELBO(2).loss(jax.random.key(4), params, hierarchy, guide, many)
     assert np.isfinite(loss)
+    rows = jnp.array([0, 4999])
+    draws = guide.sample_posterior(jax.random.key(5), params, many, sample_shape=(500,), rows=rows)
+    # Each new group's locals follow its own data (its mean, shrunk towards mu).
+    assert draws["theta"].shape == (500, 2)
+    means = np.asarray(many[rows].mean(1))
+    assert np.all(np.sign(draws["theta"].mean(0) - draws["mu"].mean()) == np.sign(means - 1))
 
 
 @pytest.mark.slow

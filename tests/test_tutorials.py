@@ -4,10 +4,10 @@ Fast mode (``NUMPYRO_FLOWS_FAST=1``) uses tiny step counts and writes the figure
 temporary directory, never over the committed ones in ``docs/tutorials/img/``. The
 tutorials run in this process, under the suite's warnings-as-errors filters.
 
-The default run compiles every tutorial, checks that what it imports from the package
-exists, and runs two in fast mode (NeuTra on ``fit_guide``'s result, the README's path;
-a custom bijection). The other four, whose calls the unit tests cover (test_autoguides,
-test_arviz, test_density, test_modes, test_images), run in fast mode in the ``slow`` run.
+The default run compiles every tutorial and checks that what it imports from the package
+exists; the tutorials themselves, whose calls the unit tests cover (test_autoguides,
+test_arviz, test_density, test_modes, test_images, test_hybrid), run in fast mode in the
+``slow`` run.
 """
 
 import ast
@@ -34,7 +34,7 @@ def load_docs_hook():
 
 def test_every_tutorial_has_a_docs_page_with_its_figures():
     hook = load_docs_hook()
-    assert len(TUTORIALS) == 7
+    assert len(TUTORIALS) == 8
     for path in TUTORIALS:
         page = ROOT / "docs" / "tutorials" / f"{path.stem}.md"
         assert page.exists(), page
@@ -131,3 +131,12 @@ def test_07_images(run_tutorial):
     assert all(np.isfinite(v) for v in ns["scores"].values())
     assert ns["glow_bits"] < np.log2(17)  # better than uniform after two short epochs
     assert ns["samples"].shape == (32, 8, 8, 1)
+
+
+@pytest.mark.slow
+def test_08_local_latents(run_tutorial):
+    ns = run_tutorial("08_local_latents")
+    assert ns["draws"]["AutoHybridFlow"]["theta"].shape == (ns["NUM_DRAWS"], ns["G"])
+    assert ns["large_draws"]["theta"].shape == (ns["NUM_DRAWS"], 3)
+    assert ns["codes"]["AutoHybridFlow"].shape == (ns["N"], 2)
+    assert all(np.isfinite(v) for v in ns["elbo"].values())
