@@ -23,10 +23,6 @@ from numpyro_flows.arviz import to_inference_data
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-# Its fitted guides and flows are module-level fixtures: one worker runs the module so
-# that each is computed once (pytest-xdist, --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("test_arviz")
-
 az = import_arviz()
 
 SCHOOLS = ["Choate", "Deerfield", "Phillips Andover", "Phillips Exeter"]

@@ -23,10 +23,6 @@ from numpyro_flows.layers import BatchNormLayer, Sequential, sublayers
 from numpyro_flows.testing import randomize_params
 from numpyro_flows.training import TrainState, fit, maximum_likelihood, negative_log_likelihood
 
-# Its fitted guides and flows are module-level fixtures: one worker runs the module so
-# that each is computed once (pytest-xdist, --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("test_density")
-
 NUM_STEPS = 2000
 BATCH_SIZE = 128
 OPTIMIZER = optax.adam(optax.cosine_decay_schedule(5e-3, NUM_STEPS, 0.1))

@@ -20,10 +20,6 @@ from numpyro_flows.guide_fit import _PlateauPlan
 from numpyro_flows.reparam import NonCentredModel, hierarchical_sites, non_centred
 from numpyro_flows.reports import MCMCReport, RunReportWarning
 
-# Its fitted guides and flows are module-level fixtures: one worker runs the module so
-# that each is computed once (pytest-xdist, --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("test_guide_fit")
-
 SMALL = {"max_steps": 600, "chunk_size": 200, "num_particles": 4, "khat_samples": 200}
 
 

@@ -28,8 +28,6 @@ from numpyro_flows import (
     to_inference_data,
 )
 
-pytestmark = pytest.mark.xdist_group("hybrid")
-
 GROUPS, PER_GROUP, BATCH = 30, 4, 10
 PRIOR_SD = 3.0
 RNG = np.random.default_rng(0)

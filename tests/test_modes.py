@@ -32,10 +32,6 @@ from numpyro_flows import (
     to_inference_data,
 )
 
-# Its fitted guides and flows are module-level fixtures: one worker runs the module so
-# that each is computed once (pytest-xdist, --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("test_modes")
-
 
 def two_bumps(weight_right=0.5):
     """Two unit Gaussians at -3 and +3 (weights 1 - w, w) in x; y a standard normal."""
