@@ -151,6 +151,11 @@ def test_save_and_load(fitted, tmp_path):
     path = tmp_path / "guide.pkl"
     save_guide(path, guide, params)
     loaded, loaded_params = load_guide(path)
+    # The encoder's input standardisation is part of the guide, not a param (an optimiser's
+    # weight decay must not move it), and it travels in the file.
+    assert not any("feature" in name for name in params)
+    for saved, original in zip(loaded._feature_stats["groups"], guide._feature_stats["groups"]):
+        np.testing.assert_array_equal(saved, original)
     # Without the model: the globals; with it, the locals of given rows, the same draws.
     key = jax.random.key(8)
     np.testing.assert_array_equal(
