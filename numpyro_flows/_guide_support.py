@@ -81,9 +81,16 @@ def require_continuous(guide) -> None:
         )
 
 
+def is_set_up(guide) -> bool:
+    """Whether the guide has met its model. NumPyro's guides hold the prototype trace;
+    AutoHybridFlow keeps what it needs without it (a loaded one too), and is never set up
+    twice: its encoder's input standardisation comes from the data it first met."""
+    return guide.prototype_trace is not None or getattr(guide, "_is_set_up", False)
+
+
 def ensure_setup(guide, args: tuple, kwargs: dict) -> None:
     """Sets the guide up with the model's arguments if it has not met the model yet."""
-    if guide.prototype_trace is None:
+    if not is_set_up(guide):
         if guide.model is None:
             raise ValueError(
                 "This guide was loaded without its model; the diagnostics need the model's "

@@ -186,9 +186,18 @@ def _guide_to_inference_data(
     latent, log_p, log_q = importance_log_ratios(
         rng_key, guide, params, *args, num_samples=num_samples, **kwargs
     )
-    psis = psis_from_log_ratios(log_p - log_q)
     draws = constrained_draws(guide, params, latent, *args, **kwargs)
     posterior = {name: np.array(value)[None] for name, value in draws.items()}
+    method = f"guide draws ({type(guide).__name__})"
+    draws = _guide_draws(posterior, log_p, log_q, num_samples, method)
+    return _build(draws, model, structure, args, kwargs, coords, dims, log_likelihood)
+
+
+def _guide_draws(posterior, log_p, log_q, num_samples, method) -> _Draws:
+    """The draws' groups: the posterior, and the PSIS sample stats and attrs of the
+    guide's draws (log p and log q per draw, the smoothed log weights, k-hat)."""
+    log_p, log_q = np.asarray(log_p), np.asarray(log_q)
+    psis = psis_from_log_ratios(log_p - log_q)
     # Writable NumPy copies (JAX hands out read-only views), with a chain dim of size 1.
     sample_stats = {
         "lp": np.array(log_p)[None],
@@ -202,9 +211,7 @@ def _guide_to_inference_data(
         "log_evidence": psis.log_evidence,
         "num_guide_draws": int(num_samples),
     }
-    method = f"guide draws ({type(guide).__name__})"
-    draws = _Draws(posterior, sample_stats, stats_attrs, (1, num_samples), method)
-    return _build(draws, model, structure, args, kwargs, coords, dims, log_likelihood)
+    return _Draws(posterior, sample_stats, stats_attrs, (1, num_samples), method)
 
 
 def _hybrid_to_inference_data(
@@ -214,7 +221,6 @@ def _hybrid_to_inference_data(
     draws, log_p, log_q = guide.importance_draws(
         rng_key, params, *args, num_samples=num_samples, rows=rows, **kwargs
     )
-    psis = psis_from_log_ratios(np.asarray(log_p - log_q))
     row_map = guide.all_rows(*args, **kwargs) if rows is None else guide.rows_map(rows)
     # The model on these rows: its plate takes them (as the guide's did), so the
     # observations, the dims and the pointwise log-likelihoods are those of the rows.
@@ -224,20 +230,8 @@ def _hybrid_to_inference_data(
         structure = _model_structure(model, args, kwargs, subsampled_ok=True)
         structure = structure._replace(sites=[name for name in structure.sites if name in draws])
         posterior = {name: np.array(draws[name])[None] for name in structure.sites}
-        sample_stats = {
-            "lp": np.array(log_p)[None],
-            "log_q": np.array(log_q)[None],
-            "log_weight": np.array(psis.log_weights)[None],
-        }
-        stats_attrs = {
-            "psis_khat": psis.khat,
-            "psis_khat_threshold": khat_threshold(num_samples),
-            "psis_ess": psis.ess,
-            "log_evidence": psis.log_evidence,
-            "num_guide_draws": int(num_samples),
-        }
         method = f"guide draws ({type(guide).__name__}, full data)"
-        draws = _Draws(posterior, sample_stats, stats_attrs, (1, num_samples), method)
+        draws = _guide_draws(posterior, log_p, log_q, num_samples, method)
         coords = {**{name: np.asarray(r) for name, r in row_map.items()}, **(coords or {})}
         return _build(draws, model, structure, args, kwargs, coords, dims, log_likelihood)
 

@@ -61,6 +61,7 @@ from numpyro.infer.util import log_density
 
 from numpyro_flows import flows
 from numpyro_flows._guide_support import (
+    ensure_setup,
     latent_sites,
     picklable_or_none,
     reject_discrete_latents,
@@ -595,7 +596,7 @@ class AutoHybridFlow(AutoGuide):
             ``{site: array (*sample_shape, *site_shape)}``; a local site's row axis has
             ``len(rows)`` entries, in the order given.
         """
-        self._ensure_set_up(args, kwargs)
+        ensure_setup(self, args, kwargs)
 
         def one(key):
             return handlers.substitute(handlers.seed(self, key), data=params)(*args, **kwargs)
@@ -607,17 +608,6 @@ class AutoHybridFlow(AutoGuide):
         if not sample_shape:
             return draws
         return jax.tree.map(lambda x: x.reshape(tuple(sample_shape) + x.shape[1:]), draws)
-
-    def _ensure_set_up(self, args, kwargs):
-        if self._is_set_up:
-            return
-        if self.model is None:
-            raise ValueError(
-                "This guide was loaded without its model and has not been set up; attach "
-                "it with load_guide(path, model=model) (or guide.model = model)."
-            )
-        with handlers.seed(rng_seed=0):
-            self._setup_prototype(*args, **kwargs)
 
     @contextmanager
     def _only_globals(self, flag: bool):
@@ -666,7 +656,7 @@ class AutoHybridFlow(AutoGuide):
             sites (globals, and the locals of ``rows``), and two arrays ``(S,)`` in the
             constrained space (their difference is the same as in the unconstrained one).
         """
-        self._ensure_set_up(args, kwargs)
+        ensure_setup(self, args, kwargs)
         full = self.all_rows(*args, **kwargs)
         keep = None if rows is None else self.rows_map(rows)
 
@@ -755,7 +745,7 @@ def subsampled_local_sites(model, args: tuple, kwargs: dict) -> list[str]:
     """The latent sites of ``model`` that sit in a subsampled plate (one seeded run; an
     empty list where the model cannot be run this way)."""
     # The seed innermost: init_to_uniform draws with the key it puts on each site.
-    seeded = handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform)
+    seeded = handlers.substitute(handlers.seed(model, 0), substitute_fn=_no_draws)
     try:
         with handlers.block(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -27,6 +27,7 @@ from numpyro_flows import (
     save_guide,
     to_inference_data,
 )
+from numpyro_flows._guide_support import ensure_setup
 
 GROUPS, PER_GROUP, BATCH = 30, 4, 10
 PRIOR_SD = 3.0
@@ -165,6 +166,10 @@ def test_save_and_load(fitted, tmp_path):
     with pytest.raises(ValueError, match="model"):
         loaded.sample_posterior(key, loaded_params, Y, sample_shape=(4,), rows=jnp.arange(2))
     attached, _ = load_guide(path, model=hierarchy)
+    # The diagnostics' set-up check leaves a loaded guide as it is (set up again, it would
+    # standardise its encoder's input by another subsample).
+    ensure_setup(attached, (Y,), {})
+    assert attached.prototype_trace is None
     np.testing.assert_array_equal(
         attached.sample_posterior(key, loaded_params, Y, sample_shape=(4,), rows=jnp.arange(2))[
             "theta"
