@@ -60,8 +60,9 @@ class ConvCouplingLayer(Layer):
         transformer: the elementwise transformer (affine for RealNVP and Glow).
         hidden_channels: width of the conditioner's hidden convolutions.
         num_blocks: its residual blocks.
-        mask: ``"channel"`` (half of the channels condition the other half) or
-            ``"checkerboard"``.
+        mask: ``"channel"`` (half of the channels condition the other half),
+            ``"checkerboard"`` or ``"packed_checkerboard"`` (see
+            :class:`~numpyro_flows.bijections.image.ConvCoupling`).
         parity: which checkerboard squares are fixed.
         activation: the conditioner's activation.
     """
@@ -90,6 +91,11 @@ class ConvCouplingLayer(Layer):
     def init(self, rng_key, dim, context_dim=0, dtype=None):
         if context_dim:
             raise ValueError("Image coupling layers take no context.")
+        if self.mask == "packed_checkerboard" and int(dim[1]) % 2:
+            raise ValueError(
+                f"A packed checkerboard coupling needs an even image width, got images of "
+                f"shape {tuple(dim)}; use mask='checkerboard'."
+            )
         network = self._network(_channels(dim), self.hidden_channels, self.num_blocks)
         return network.init(rng_key, dtype)
 

@@ -46,6 +46,9 @@ IMAGE_FACTORIES = {
     "multiscale_realnvp_checkerboard": partial(
         flows.multiscale_realnvp, 2, 2, 8, mask="checkerboard", logit_alpha=None
     ),
+    "multiscale_realnvp_packed_checkerboard": partial(
+        flows.multiscale_realnvp, 1, 2, 8, mask="packed_checkerboard"
+    ),
 }
 
 # Options of the factories that change the structure, checked at one size.

@@ -387,6 +387,14 @@ def test_non_finite_loss_stops_and_keeps_the_last_finite_params(moons):
     assert any(not np.allclose(a, b) for a, b in zip(leaves, fresh))  # trained, not reset
 
 
+def test_every_row_trains_in_every_epoch():
+    # 250 rows in batches of 100: two full batches and a third filled up from the shuffle.
+    data = jax.random.normal(jax.random.key(3), (250, 2))
+    settings = {"num_epochs": 2, "batch_size": 100, "val_fraction": 0.0, "progress_bar": False}
+    result = fit(jax.random.key(0), SMALL, data, **settings)
+    assert result.num_steps == 6 and len(result.train_losses) == 2
+
+
 def test_early_stopping_returns_the_best_params():
     """Training data far from the validation data: the validation loss soon gets worse,
     training stops ``patience`` epochs after the best one, and the params of the best epoch

@@ -17,7 +17,13 @@ from numpyro_flows.bijections import (
     LULinear,
     lift_elementwise,
 )
-from numpyro_flows.bijections.image import ChannelSplit, ConvCoupling, PerPixel, Squeeze
+from numpyro_flows.bijections.image import (
+    ChannelSplit,
+    ConvCoupling,
+    PerPixel,
+    Squeeze,
+    checkerboard,
+)
 from numpyro_flows.density import FlowDistribution
 from numpyro_flows.images import UniformDequantization, VariationalDequantization, bits_per_dim
 from numpyro_flows.nn.conv import ConvResNet, conv2d
@@ -64,6 +70,7 @@ LAYERS = {
     ),
     "coupling_channel": lambda: coupling("channel"),
     "coupling_checkerboard": lambda: coupling("checkerboard", parity=1),
+    "coupling_packed_checkerboard": lambda: coupling("packed_checkerboard", parity=1),
 }
 
 
@@ -77,6 +84,24 @@ LAYERS = {
 def test_image_layer_contract(name):
     x = jnp.concatenate([images((4, 4, 4)), images((4, 4, 4), 1, seed=1, scale=1e3)])
     check_transform(LAYERS[name](), x, log_det_rtol=1e-5)
+
+
+@pytest.mark.parametrize("parity", [0, 1])
+def test_packed_checkerboard_moves_the_other_squares_only(parity):
+    x = images((4, 6, 4))
+    y, log_det = coupling("packed_checkerboard", parity=parity).forward_and_log_det(x)
+    fixed = np.broadcast_to(checkerboard(4, 6, parity), x.shape)
+    np.testing.assert_array_equal(np.asarray(y)[fixed], np.asarray(x)[fixed])
+    assert np.all(np.asarray(y)[~fixed] != np.asarray(x)[~fixed])
+    # The conditioner sees the fixed squares only: changing a moving square moves nothing else.
+    x2 = x.at[:, 0, 1 - parity].add(1.0)
+    y2, _ = coupling("packed_checkerboard", parity=parity).forward_and_log_det(x2)
+    changed = np.any(np.asarray(y2) != np.asarray(y), axis=(0, -1))
+    assert changed.sum() == 1 and changed[0, 1 - parity]
+    with pytest.raises(ValueError, match="even image width"):
+        flows.multiscale_realnvp(1, 2, 8, mask="packed_checkerboard").init(
+            jax.random.key(0), (6, 6, 1)
+        )
 
 
 def test_logit_preprocessing_contract_and_formula():

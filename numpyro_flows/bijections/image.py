@@ -143,6 +143,36 @@ def checkerboard(height: int, width: int, parity: int) -> np.ndarray:
     return ((i + j + parity) % 2 == 0)[..., None]
 
 
+MASKS = ("channel", "checkerboard", "packed_checkerboard")
+
+
+def _fixed_slot_first(height: int, parity: int) -> np.ndarray:
+    """``(H, 1, 1)``: whether row ``i``'s fixed pixels are its even columns."""
+    return ((np.arange(height) + parity) % 2 == 0)[:, None, None]
+
+
+def _pack_checkerboard(v, parity: int):
+    """``(..., H, W, C)`` to its fixed and moving checkerboard squares, each packed row by
+    row to ``(..., H, W / 2, C)`` (row ``i`` keeps its columns of parity ``i + parity``)."""
+    height, width = v.shape[-3:-1]
+    if width % 2:
+        raise ValueError(
+            f"A packed checkerboard needs an even image width, got {width}; use "
+            "mask='checkerboard'."
+        )
+    pairs = v.reshape(v.shape[:-2] + (width // 2, 2, v.shape[-1]))
+    first = jnp.asarray(_fixed_slot_first(height, parity))
+    even, odd = pairs[..., 0, :], pairs[..., 1, :]
+    return jnp.where(first, even, odd), jnp.where(first, odd, even)
+
+
+def _unpack_checkerboard(fixed, moving, parity: int):
+    """The inverse of :func:`_pack_checkerboard`."""
+    first = jnp.asarray(_fixed_slot_first(fixed.shape[-3], parity))
+    pairs = jnp.stack([jnp.where(first, fixed, moving), jnp.where(first, moving, fixed)], -2)
+    return pairs.reshape(pairs.shape[:-3] + (2 * fixed.shape[-2], fixed.shape[-1]))
+
+
 class ConvCoupling(ImageBijection):
     """Coupling on images: a convolutional network of the fixed part sets a transformer
     (affine by default) on the rest.
@@ -154,11 +184,15 @@ class ConvCoupling(ImageBijection):
         mask: ``"channel"``: the first ``conditioner.in_channels`` channels are fixed and
             transform the others; ``"checkerboard"``: the pixels where
             :func:`checkerboard` (with ``parity``) is true are fixed, in all channels, and
-            the network sees the image with the others set to zero.
+            the network sees the image with the others set to zero;
+            ``"packed_checkerboard"``: the same squares, but the network sees only the
+            fixed pixels, packed row by row to an image ``(H, W / 2, C)``, and gives the
+            parameters of the other pixels packed the same way (half the network's work;
+            ``W`` must be even). The network has the same shape under both checkerboards.
         parity: which squares of the checkerboard are fixed (0 or 1).
         context: an image ``(..., H, W, C_context)`` the network also sees (stacked onto
             the fixed part's channels; ``conditioner.in_channels`` counts both), e.g. the
-            pixel levels in a variational dequantizer.
+            pixel levels in a variational dequantizer. Not with ``"packed_checkerboard"``.
     """
 
     children = ("params", "context")
@@ -173,8 +207,13 @@ class ConvCoupling(ImageBijection):
         parity: int = 0,
         context=None,
     ):
-        if mask not in ("channel", "checkerboard"):
-            raise ValueError(f"mask must be 'channel' or 'checkerboard', got {mask!r}.")
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}.")
+        if mask == "packed_checkerboard" and context is not None:
+            raise ValueError(
+                "A packed checkerboard coupling takes no context image; use "
+                "mask='checkerboard' for a conditional coupling."
+            )
         self.transformer, self.conditioner, self.params = transformer, conditioner, params
         self.mask, self.parity, self.context = mask, int(parity), context
 
@@ -205,6 +244,10 @@ class ConvCoupling(ImageBijection):
             fixed, moving = v[..., :d], v[..., d:]
             moved, log_det = method(moving, self._theta(fixed))
             return jnp.concatenate([fixed, moved], -1), jnp.sum(log_det, (-3, -2, -1))
+        if self.mask == "packed_checkerboard":
+            fixed, moving = _pack_checkerboard(v, self.parity)
+            moved, log_det = method(moving, self._theta(fixed))
+            return _unpack_checkerboard(fixed, moved, self.parity), jnp.sum(log_det, (-3, -2, -1))
         keep = jnp.asarray(checkerboard(*v.shape[-3:-1], self.parity))
         moved, log_det = method(v, self._theta(jnp.where(keep, v, 0)))
         out = jnp.where(keep, v, moved)

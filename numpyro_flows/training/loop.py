@@ -128,10 +128,12 @@ def fit(
 ) -> FitResult:
     """Fits ``flow`` to the rows of ``data`` (or ``p(data | context)``) by maximum likelihood.
 
-    Each epoch shuffles the training rows and takes ``N_train // batch_size`` steps of
-    ``optimizer`` (the whole epoch is one compiled ``lax.scan``; compiled epochs are reused
-    across calls with an equal flow, optimizer object and batch layout), then computes the
-    validation loss. Training stops after ``patience`` epochs without a new best validation
+    Each epoch shuffles the training rows and takes ``ceil(N_train / batch_size)`` steps of
+    ``optimizer``, so that every row trains in every epoch; the last batch is filled up
+    with rows from the start of the epoch's shuffle, so all batches have one size (the
+    whole epoch is one compiled ``lax.scan``; compiled epochs are reused across calls with
+    an equal flow, optimizer object and batch layout). Then it computes the validation
+    loss. Training stops after ``patience`` epochs without a new best validation
     loss, and the best params are returned.
 
     The defaults (batch 128, patience 20, at most 200 epochs, Adam 1e-3 with clipping)
@@ -328,7 +330,7 @@ def _batch_layout(num_train, batch_size, num_epochs, num_steps):
     """``(batch_size, num_batches, num_epochs)``: the batch size capped at ``num_train``,
     steps per epoch, and the epochs that ``num_steps`` (if given) needs."""
     batch_size = min(int(batch_size), num_train)
-    num_batches = num_train // batch_size
+    num_batches = -(-num_train // batch_size)
     if num_steps is not None:
         num_epochs = math.ceil(num_steps / num_batches)
     return batch_size, num_batches, num_epochs
@@ -362,7 +364,10 @@ def _run_epoch(
         flow, optimizer, base_dist=base_dist, dequantizer=dequantize if variational else None
     )
     order_key, noise_key = jax.random.split(rng_key)
-    order = jax.random.permutation(order_key, data.shape[0])[: num_batches * batch_size]
+    order = jax.random.permutation(order_key, data.shape[0])
+    # A partial last batch is completed from the start of the shuffle: every row trains
+    # in every epoch, and every step has one batch shape.
+    order = jnp.concatenate([order, order[: num_batches * batch_size - data.shape[0]]])
     batches = (
         data[order].reshape((num_batches, batch_size) + data.shape[1:]),
         None if context is None else context[order].reshape(num_batches, batch_size, -1),
