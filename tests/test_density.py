@@ -395,6 +395,31 @@ def test_every_row_trains_in_every_epoch():
     assert result.num_steps == 6 and len(result.train_losses) == 2
 
 
+def test_early_stopping_waits_out_a_chance_minimum_of_the_validation_loss():
+    from types import SimpleNamespace
+
+    from numpyro_flows.training.loop import _History, _train
+
+    # A chance dip at epoch 3, then a loss that still improves (slowly) for 30 epochs.
+    val = [5.0, 4.0, 3.0, 1.0] + list(np.linspace(2.9, 1.5, 30))
+
+    def run_epoch(train_state, epoch):
+        state = TrainState(epoch, None, None, jnp.asarray(epoch))
+        info = SimpleNamespace(finite=np.array([True]), loss=np.array([val[epoch]]))
+        return state, info, val[epoch]
+
+    start = TrainState(-1, None, None, jnp.asarray(0))
+    result = _train(run_epoch, start, _History(has_val=True), len(val), 5, "test", False)
+    # The raw loss alone would have stopped at epoch 8; its 10-epoch mean kept improving.
+    assert result.stop_reason == "completed" and len(result.val_losses) == len(val)
+    assert result.best_epoch == 3 and result.params == 3  # the lowest validation loss
+    flat = [5.0, 4.0, 3.0] + [3.5] * 30  # no improvement at all: stops after patience
+    val[:] = flat
+    result = _train(run_epoch, start, _History(has_val=True), len(val), 5, "test", False)
+    # The 10-epoch mean's last new minimum is at epoch 11 (the 3.0 leaves it at 12).
+    assert result.stop_reason == "early_stopping" and len(result.val_losses) == 17
+
+
 def test_early_stopping_returns_the_best_params():
     """Training data far from the validation data: the validation loss soon gets worse,
     training stops ``patience`` epochs after the best one, and the params of the best epoch
