@@ -30,7 +30,11 @@ epoch) reported separately.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -253,6 +257,7 @@ def main(argv=None):
     parser.add_argument("--flows", nargs="*", default=list(FLOW_NAMES))
     parser.add_argument("--sections", nargs="*", default=["matched", "defaults"])
     parser.add_argument("--seeds", type=int, default=6, help="seeds 0..N-1 (not with --quick)")
+    parser.add_argument("--rows-out", help=argparse.SUPPRESS)  # a worker's rows, as JSON
     args = parser.parse_args(argv)
 
     num_train, num_test = (2000, 2000) if args.quick else (3000, 3000)
@@ -271,6 +276,11 @@ def main(argv=None):
     if args.quick:
         protocols["defaults"]["epochs"] = protocol["epochs"]
     rows = []
+    if args.rows_out is None and len(args.datasets) > 1:
+        # One process per data set: every fit compiles anew (FlowJAX's above all), and one
+        # process for the whole run ran out of memory maps for the compiled code.
+        rows = _rows_in_workers(argv if argv is not None else sys.argv[1:], args.datasets)
+        args.datasets = []
     for data_name in args.datasets:
         rng = np.random.default_rng(0)
         train, test = DATASETS[data_name](num_train, rng), DATASETS[data_name](num_test, rng)
@@ -293,6 +303,9 @@ def main(argv=None):
                 rows.append(row)
                 print(section, format_row(row), flush=True)
 
+    if args.rows_out is not None:
+        Path(args.rows_out).write_text(json.dumps(rows, default=float))
+        return
     settings = {
         "quick": args.quick,
         "num_train": num_train,
@@ -310,6 +323,30 @@ def main(argv=None):
     (RESULTS / "density.md").write_text(markdown)
     print(markdown)
     print(f"wrote {path} and {Path(RESULTS / 'density.md')}")
+
+
+def _rows_in_workers(argv, datasets) -> list:
+    """The rows of each data set, each measured in a process of its own."""
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for data_name in datasets:
+            out = Path(folder) / f"{data_name}.json"
+            command = [sys.executable, "-m", "benchmarks.density", *_without_datasets(argv)]
+            command += ["--datasets", data_name, "--rows-out", str(out)]
+            subprocess.run(command, check=True)
+            rows += json.loads(out.read_text())
+    return rows
+
+
+def _without_datasets(argv) -> list:
+    """``argv`` less its ``--datasets`` option and values."""
+    kept, skipping = [], False
+    for arg in argv:
+        if arg.startswith("--"):
+            skipping = arg == "--datasets"
+        if not skipping:
+            kept.append(arg)
+    return kept
 
 
 def format_row(row) -> str:
