@@ -8,7 +8,8 @@ import warnings
 
 def import_arviz():
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor")
+        # The notice starts with a newline: \s* (a plain .* stops at it).
+        warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor")
         import arviz
 
     return arviz
