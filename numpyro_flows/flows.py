@@ -30,6 +30,7 @@ from numpyro_flows.bijections import (
     ComposedTransformer,
     RationalQuadraticSpline,
 )
+from numpyro_flows.bijections.image import MASKS
 from numpyro_flows.image_layers import ConvCouplingLayer, MultiscaleLayer, PerPixelLayer
 from numpyro_flows.layers import (
     ActNormLayer,
@@ -718,10 +719,8 @@ def multiscale_realnvp(
     library normflows does it): half the work of ``"checkerboard"``, and the width of the
     images at every level must be even. Other arguments as :func:`multiscale_glow`.
     """
-    if mask not in ("checkerboard", "packed_checkerboard", "channel"):
-        raise ValueError(
-            f"mask must be 'channel', 'checkerboard' or 'packed_checkerboard', got {mask!r}."
-        )
+    if mask not in MASKS:
+        raise ValueError(f"mask must be one of {MASKS}, got {mask!r}.")
     if mask != "channel" and num_steps % 2:
         raise ValueError(
             f"With checkerboard masks the steps come in pairs of both parities: num_steps "

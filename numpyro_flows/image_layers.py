@@ -19,7 +19,13 @@ import jax
 import jax.numpy as jnp
 
 from numpyro_flows.bijections import ActNorm, Chain, Invert, LogitPreprocess, lift_elementwise
-from numpyro_flows.bijections.image import ChannelSplit, ConvCoupling, PerPixel, Squeeze
+from numpyro_flows.bijections.image import (
+    ChannelSplit,
+    ConvCoupling,
+    PerPixel,
+    Squeeze,
+    check_packable,
+)
 from numpyro_flows.layers import Layer, Repeat, _no_context, _split_key, build_layer
 from numpyro_flows.nn.conv import ConvResNet
 
@@ -91,11 +97,8 @@ class ConvCouplingLayer(Layer):
     def init(self, rng_key, dim, context_dim=0, dtype=None):
         if context_dim:
             raise ValueError("Image coupling layers take no context.")
-        if self.mask == "packed_checkerboard" and int(dim[1]) % 2:
-            raise ValueError(
-                f"A packed checkerboard coupling needs an even image width, got images of "
-                f"shape {tuple(dim)}; use mask='checkerboard'."
-            )
+        if self.mask == "packed_checkerboard":
+            check_packable(dim)
         network = self._network(_channels(dim), self.hidden_channels, self.num_blocks)
         return network.init(rng_key, dtype)
 

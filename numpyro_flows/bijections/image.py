@@ -151,15 +151,21 @@ def _fixed_slot_first(height: int, parity: int) -> np.ndarray:
     return ((np.arange(height) + parity) % 2 == 0)[:, None, None]
 
 
+def check_packable(shape) -> None:
+    """Raises unless images of shape ``(..., H, W, C)`` can take a packed checkerboard
+    (``W`` even)."""
+    if int(shape[-2]) % 2:
+        raise ValueError(
+            f"A packed checkerboard coupling needs an even image width, got images of "
+            f"shape {tuple(shape)}; use mask='checkerboard'."
+        )
+
+
 def _pack_checkerboard(v, parity: int):
     """``(..., H, W, C)`` to its fixed and moving checkerboard squares, each packed row by
     row to ``(..., H, W / 2, C)`` (row ``i`` keeps its columns of parity ``i + parity``)."""
+    check_packable(v.shape)
     height, width = v.shape[-3:-1]
-    if width % 2:
-        raise ValueError(
-            f"A packed checkerboard needs an even image width, got {width}; use "
-            "mask='checkerboard'."
-        )
     pairs = v.reshape(v.shape[:-2] + (width // 2, 2, v.shape[-1]))
     first = jnp.asarray(_fixed_slot_first(height, parity))
     even, odd = pairs[..., 0, :], pairs[..., 1, :]

@@ -178,8 +178,8 @@ def fit(
             ``val_data`` is given; ``0`` disables validation and early stopping).
         val_data: explicit ``(M, D)`` validation rows (and ``val_context``).
         val_context: ``(M, C)`` contexts of ``val_data``.
-        patience: epochs without improvement (of the validation loss or its moving
-            average) before stopping (``None``: never stop early).
+        patience: epochs without improvement (of the validation loss or its 10-epoch
+            mean) before stopping (``None``: never stop early).
         data_init: run ``flow.data_init`` on the first batch (``None``: see above).
         base_dist: base distribution; default ``Normal(0, I)``.
         momentum: BatchNorm running-statistics momentum, overriding the layers' own
@@ -416,7 +416,7 @@ class _History:
     best: tuple | None = None
     best_loss: float = np.inf
     best_epoch: int = -1
-    # Early stopping also watches a moving average of the validation loss (see fit).
+    # Early stopping also watches the VAL_WINDOW-epoch mean of the validation loss.
     smoothed_best: float = np.inf
     smoothed_best_epoch: int = -1
     train_losses: list = dataclasses.field(default_factory=list)
