@@ -5,7 +5,9 @@
     python -m benchmarks --only speed quality
 
 Sections: ``compile_time`` (set-up + compile of each guide, before and after a change:
-``python -m benchmarks.compile_time --before-ref REF``), ``time_to_quality`` (KL at equal
+``python -m benchmarks.compile_time --before-ref REF``), ``fit_guide_compile`` (what
+``fit_guide`` compiles besides its training loop, before and after a change),
+``time_to_quality`` (KL at equal
 wall budgets with compile included, and long runs), ``speed`` (SVI step and compile time,
 compile time against depth), ``quality``
 (equal wall-clock budget: ELBO, KL, k-hat), ``modes`` (multimodal targets: KL, share of
@@ -26,6 +28,7 @@ from benchmarks.report import write_report
 
 SECTIONS = {
     "compile_time": "benchmarks.compile_time",
+    "fit_guide_compile": "benchmarks.fit_guide_compile",
     "time_to_quality": "benchmarks.time_to_quality",
     "speed": "benchmarks.speed",
     "quality": "benchmarks.quality",

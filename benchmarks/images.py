@@ -60,7 +60,9 @@ def _ours(model: str):
     if model == "realnvp_channel":
         return flows.multiscale_realnvp(2, 4, 64, mask="channel")
     if model == "maf":
-        maf = flows.maf(5, (128, 128), nonlinearity="elu").layer
+        # Reversal between layers, as measured (maf's default, "auto", is random orders
+        # for D > 2).
+        maf = flows.maf(5, (128, 128), nonlinearity="elu", permutation="reverse").layer
         return flows.Flow(Sequential((maf, logit)), "maf_logit")
     if model == "gaussian":
         return flows.Flow(Sequential((LULinearLayer(), logit)), "gaussian_logit")

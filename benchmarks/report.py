@@ -106,6 +106,39 @@ def compile_time_section(p) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fit_guide_compile_section(p) -> str:
+    lines = ["## What `fit_guide` compiles, before and after\n", _machine(p)]
+    lines.append(
+        "A second `fit_guide(key, model, num_steps=1)` in a process that has made one "
+        "already (the same kind of model met again in a notebook): wall time, and the XLA "
+        "compilations of over 50 ms it makes (eager single operations are cached after the "
+        f"first call). Before: the package at `{p['before_ref']}`; after: this version; "
+        f"worker processes alternate between the two, medians of {p['repeats']}. The "
+        "functions: `run`, the mode search (`find_modes`); `minimise` and `potential`, the "
+        "Laplace start's own L-BFGS search and Hessian; `log_ratios` (after: "
+        "`_laplace_log_ratios`), the Laplace start's PSIS check; `<lambda>`, the barrier "
+        "test between two candidate modes; `scan`, the mixture guide's first draw at "
+        "set-up; `run_chunk`, the training loop; `draw`, the final PSIS draws.\n"
+    )
+    lines.extend(_note(p))
+    after, before = p["medians"]["after"], p["medians"].get("before", {})
+    lines.append(
+        "| model | before (s) | after (s) | compilations before | after | "
+        "compile seconds before | after | compiled functions after |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
+    for model, row in after.items():
+        old = before.get(model, {})
+        functions = ", ".join(f"`{f}`" for f in row["functions"])
+        lines.append(
+            f"| {model} | {_fmt(old.get('seconds'), 2)} | {row['seconds']:.2f} | "
+            f"{_fmt(old.get('compiles'), 0)} | {row['compiles']:.0f} | "
+            f"{_fmt(old.get('compile_seconds'), 2)} | {row['compile_seconds']:.2f} | "
+            f"{functions} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def time_to_quality_section(p) -> str:
     lines = ["## Time to quality (compile included) and long runs\n", _machine(p)]
     lines.append(
@@ -546,6 +579,7 @@ def _hybrid_data_parallel(run) -> str:
 
 SECTIONS = {
     "compile_time": compile_time_section,
+    "fit_guide_compile": fit_guide_compile_section,
     "time_to_quality": time_to_quality_section,
     "speed": speed_section,
     "quality": quality_section,

@@ -126,6 +126,9 @@ class AutoFlow(AutoContinuous):
         self.flow = flow
         self.warm_start = warm_start
         self.laplace = None  # the LaplaceResult of a warm start, for inspection
+        # A Laplace approximation known before set-up (fit_guide's mode search found the
+        # one mode): used by the warm start instead of a second search of its own.
+        self._known_laplace = None
         self.frame = None  # (loc, scale_tril) the affine layer is relative to, see below
         self._init_scale = float(init_scale)
         self.affine = affine
@@ -163,13 +166,16 @@ class AutoFlow(AutoContinuous):
             )
 
         potential = self._latent_potential()
-        # Block: the guide runs inside SVI's trace handlers; the model's sites evaluated by
-        # the optimiser must not be recorded there.
-        with numpyro.handlers.block():
-            result = laplace_approximation(potential, self._init_latent)
+        result = self._usable_known_laplace(potential)
+        if result is None:
+            # Block: the guide runs inside SVI's trace handlers; the model's sites evaluated
+            # by the optimiser must not be recorded there.
+            with numpyro.handlers.block():
+                result = laplace_approximation(potential, self._init_latent)
+            if self.warm_start == "auto" and not _is_usable_mode(potential, result):
+                self.laplace = result
+                return
         self.laplace = result
-        if self.warm_start == "auto" and not _is_usable_mode(potential, result):
-            return
         if not bool(jnp.all(jnp.isfinite(result.loc))):
             warnings.warn(
                 "Laplace warm start: the mode search diverged; starting from init_loc_fn.",
@@ -193,6 +199,16 @@ class AutoFlow(AutoContinuous):
         # posterior sd (a regression coefficient among collinear predictors) is not
         # jittered by more than its own width.
         self.frame = (result.loc, result.scale_tril)
+
+    def _usable_known_laplace(self, potential):
+        """The Laplace approximation known before set-up, where there is one and it is a
+        usable start (:func:`_is_usable_mode`); otherwise ``None``, and the warm start
+        searches from ``init_loc_fn``'s point as without one: the heaviest mode of a
+        search need not be the one L-BFGS reaches from there."""
+        known = _as_latent(self._known_laplace, self._init_latent)
+        if known is None or not _is_usable_mode(potential, known):
+            return None
+        return known
 
     def _latent_potential(self):
         """The model's potential energy as a function of the unconstrained latent vector
@@ -523,6 +539,16 @@ def _reject_discrete_latents(guide, args, kwargs):
     sites = latent_sites(guide.model, args, kwargs, substitute_fn=guide.init_loc_fn)
     if sites is not None:
         reject_discrete_latents(sites, type(guide).__name__)
+
+
+def _as_latent(result, init_latent):
+    """A known :class:`LaplaceResult` in the latent vector's dtype, or ``None`` where there
+    is none or it is not of the latent vector's size."""
+    if result is None or np.shape(result.loc) != np.shape(init_latent):
+        return None
+    dtype = jnp.result_type(init_latent)
+    tril = None if result.scale_tril is None else jnp.asarray(result.scale_tril, dtype)
+    return result._replace(loc=jnp.asarray(result.loc, dtype), scale_tril=tril)
 
 
 def _is_usable_mode(potential, result) -> bool:

@@ -34,6 +34,7 @@ from numpyro_flows.autoguides import AutoIAF
 from numpyro_flows.checks import check_model_data
 from numpyro_flows.diagnostics import KHAT_BAD, PSISResult, psis_diagnostic
 from numpyro_flows.hybrid import AutoHybridFlow, subsampled_local_sites
+from numpyro_flows.laplace import laplace_from_modes
 from numpyro_flows.mixture import AutoFlowMixture
 from numpyro_flows.modes import Modes, find_modes
 from numpyro_flows.objectives import StratifiedELBO
@@ -101,7 +102,9 @@ class GuideFit(NamedTuple):
         )
 
 
-def default_guide(model, latent_size: int | None = None) -> AutoContinuous:
+def default_guide(
+    model, latent_size: int | None = None, modes: Modes | None = None
+) -> AutoContinuous:
     """The guide :func:`fit_guide` trains when none is given.
 
     An :class:`~numpyro_flows.AutoIAF` (three IAF layers, NumPyro's MADE widths
@@ -122,8 +125,13 @@ def default_guide(model, latent_size: int | None = None) -> AutoContinuous:
     Args:
         model: a NumPyro model.
         latent_size: the number of latent values, if known (for the affine choice).
+        modes: a mode search of ``model`` (:func:`~numpyro_flows.find_modes`). Where it
+            found exactly one mode, the Laplace start is taken from it (the mode and the
+            curvature there) instead of a second search.
     """
-    return AutoIAF(model, init_scale=0.1, affine=_affine_for(latent_size), warm_start="auto")
+    guide = AutoIAF(model, init_scale=0.1, affine=_affine_for(latent_size), warm_start="auto")
+    guide._known_laplace = laplace_from_modes(modes)
+    return guide
 
 
 def _affine_for(latent_size: int | None) -> str:
@@ -256,7 +264,7 @@ def fit_guide(
             if found is not None and found.num_modes > 1:
                 guide = AutoFlowMixture(model, modes=found, affine=_affine_for(latent_size))
             else:
-                guide = default_guide(model, latent_size)
+                guide = default_guide(model, latent_size, found)
         else:
             guide = _build_guide(guide, model)
     _check_positive_int("num_particles", num_particles)

@@ -12,6 +12,7 @@ directions.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -29,9 +30,11 @@ class LaplaceResult(NamedTuple):
         loc: the mode ``(D,)`` (or the last iterate if the search did not converge).
         scale_tril: lower Cholesky factor of the inverse Hessian ``(D, D)``, or ``None``
             where the Hessian is not finite and positive definite (no usable curvature).
-        converged: the gradient norm fell below the tolerance.
-        iterations: L-BFGS iterations used.
-        grad_norm: the final gradient norm.
+        converged: the gradient norm fell below the tolerance (or, from a mode search,
+            the Newton step there is below ``modes.MAX_NEWTON_DISTANCE`` standard
+            deviations).
+        iterations: L-BFGS iterations used (``0`` when taken from a mode search).
+        grad_norm: the final gradient norm (``nan`` when taken from a mode search).
     """
 
     loc: jnp.ndarray
@@ -75,6 +78,20 @@ def laplace_approximation(
     return LaplaceResult(z, scale_tril, converged, int(count), float(grad_norm))
 
 
+def laplace_from_modes(modes) -> LaplaceResult | None:
+    """The Laplace approximation at the one mode of a mode search
+    (:func:`~numpyro_flows.find_modes`), or ``None`` unless it found exactly one.
+
+    The search has found the mode and the inverse Hessian there already; a warm start
+    from this result costs no second search (and no compilation of one).
+    """
+    if modes is None or modes.num_modes != 1:
+        return None
+    return LaplaceResult(
+        jnp.asarray(modes.locs[0]), jnp.asarray(modes.scale_trils[0]), True, 0, float("nan")
+    )
+
+
 def laplace_khat(potential_fn, result: LaplaceResult, rng_key, num_samples: int = 500) -> float:
     """PSIS k-hat of the Laplace approximation as an importance proposal.
 
@@ -95,18 +112,23 @@ def laplace_khat(potential_fn, result: LaplaceResult, rng_key, num_samples: int 
     """
     if result.scale_tril is None:
         return float("inf")
-
-    @jax.jit
-    def log_ratios(key):
-        eps = jax.random.normal(key, (num_samples, result.loc.shape[-1]), result.loc.dtype)
-        z = result.loc + eps @ result.scale_tril.T
-        log_q = -0.5 * jnp.sum(eps**2, -1) - jnp.sum(jnp.log(jnp.diag(result.scale_tril)))
-        return -jax.vmap(potential_fn)(z) - log_q
-
-    ratios = np.asarray(log_ratios(rng_key), np.float64)
+    log_ratios = _laplace_log_ratios(
+        potential_fn, result.loc, result.scale_tril, rng_key, num_samples
+    )
+    ratios = np.asarray(log_ratios, np.float64)
     if not np.any(np.isfinite(ratios)):
         return float("inf")
     return float(psis_from_log_ratios(ratios).khat)
 
 
-__all__ = ["LaplaceResult", "laplace_approximation", "laplace_khat"]
+# Module level, the potential static: a second check with the same potential (a guide
+# trying two candidate modes) reuses the compiled function.
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _laplace_log_ratios(potential_fn, loc, scale_tril, key, num_samples):
+    eps = jax.random.normal(key, (num_samples, loc.shape[-1]), loc.dtype)
+    z = loc + eps @ scale_tril.T
+    log_q = -0.5 * jnp.sum(eps**2, -1) - jnp.sum(jnp.log(jnp.diag(scale_tril)))
+    return -jax.vmap(potential_fn)(z) - log_q
+
+
+__all__ = ["LaplaceResult", "laplace_approximation", "laplace_from_modes", "laplace_khat"]

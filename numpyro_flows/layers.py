@@ -664,8 +664,10 @@ class Repeat(Layer):
             layers: layers come in pairs, the second of a pair in the reverse order of the
             first, so that the two halves swap roles, and each pair after the first starts
             from a fixed random order, so that coordinates meet new partners; with ``D <= 2``
-            this is ``"reverse"``) or ``None``. Alternating halves alone never lets a
-            coupling flow model the dependence between two coordinates of the same half.
+            this is ``"reverse"``), ``"auto"`` (``"reverse"`` with ``D <= 2``, where the
+            identity and its reverse are the only orders, ``"random"`` beyond) or ``None``.
+            Alternating halves alone never lets a coupling flow model the dependence between
+            two coordinates of the same half.
         seed: seed of the random permutations.
     """
 
@@ -677,9 +679,9 @@ class Repeat(Layer):
     def __post_init__(self):
         if self.num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {self.num_layers}.")
-        if self.permutation not in ("reverse", "random", "halves", None):
+        if self.permutation not in ("reverse", "random", "halves", "auto", None):
             raise ValueError(
-                "permutation must be 'reverse', 'random', 'halves' or None, got "
+                "permutation must be 'reverse', 'random', 'halves', 'auto' or None, got "
                 f"{self.permutation!r}."
             )
 
@@ -712,7 +714,9 @@ class Repeat(Layer):
         return np.stack(orders).astype(np.int32)
 
     def _alternate_reverse(self, dim: int) -> bool:
-        return self.permutation == "reverse" or (self.permutation == "halves" and dim <= 2)
+        return self.permutation == "reverse" or (
+            self.permutation in ("halves", "auto") and dim <= 2
+        )
 
     def _wrap(self, bijection, perm):
         return bijection if perm is None else Permuted(bijection, perm)

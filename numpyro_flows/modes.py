@@ -174,12 +174,21 @@ def _unconstrained_values(model, model_args, model_kwargs, strategy) -> dict:
 
 
 def _unconstrained_prototype(model, model_args, model_kwargs) -> dict:
-    """Shapes and dtypes of the unconstrained latent values, from an abstract run (no
-    compilation, no op-by-op dispatch)."""
+    """Shapes and dtypes of the unconstrained latent values, in the model's order, from an
+    abstract run (no compilation, no op-by-op dispatch)."""
     seeded = handlers.seed(model, 0)
-    return jax.eval_shape(
-        lambda: _unconstrained_values(seeded, model_args, model_kwargs, init_to_uniform)
-    )
+    names = []
+
+    def values():
+        out = _unconstrained_values(seeded, model_args, model_kwargs, init_to_uniform)
+        names.extend(out)
+        return list(out.values())
+
+    # A list, not the dict: JAX rebuilds a returned dict with its keys sorted, and the
+    # flattening order must be the model's (that of ravel_sites and of NumPyro's
+    # AutoContinuous guides).
+    shapes = jax.eval_shape(values)
+    return dict(zip(names, shapes, strict=True))
 
 
 def start_points(rng_key, model, model_args, model_kwargs, num_starts: int, prototype):

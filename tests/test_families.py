@@ -96,6 +96,20 @@ def test_coupling_halves_swap_and_pairs_start_from_new_orders():
     )
 
 
+def test_auto_orders_reverse_in_two_dimensions_and_are_random_beyond():
+    """'auto' (maf's default): the identity and its reverse are the only orders of two
+    coordinates, so alternate them; with more, a fixed random order per layer."""
+    repeat = flows.maf(num_flows=5).layer
+    assert repeat.permutation == "auto"
+    np.testing.assert_array_equal(
+        repeat.permutations(2), Repeat(repeat.layer, 5, "reverse").permutations(2)
+    )
+    np.testing.assert_array_equal(
+        repeat.permutations(6), Repeat(repeat.layer, 5, "random").permutations(6)
+    )
+    assert len({tuple(order) for order in repeat.permutations(6)}) == 5
+
+
 def test_conditioners_start_with_spread_biases_and_a_zero_last_layer():
     """Random hidden biases (a unit fed by one coordinate bends somewhere other than 0);
     the last layer is zero, so a fresh flow is the identity; data flows are wider."""
@@ -103,7 +117,7 @@ def test_conditioners_start_with_spread_biases_and_a_zero_last_layer():
     bias = np.asarray(params["hidden"][0]["b"])
     assert np.all(np.abs(bias) < 1.0) and np.std(bias) > 0.1  # U(-1, 1) for fan-in 1
     assert not np.any(np.asarray(params["out"]["w"])) and not np.any(params["out"]["b"])
-    assert bias.shape[-1] == 64  # max(2 D, 64) for data
+    assert bias.shape[-1] == 32  # max(2 D, 32) for data: 8 layers, half the width
     assert flows.realnvp().init(jax.random.key(0), 2)["hidden"][0]["b"].shape[-1] == 16
     assert flows.maf().init(jax.random.key(0), 2)["hidden"][0]["b"].shape[-1] == 64
 

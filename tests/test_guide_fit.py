@@ -45,6 +45,11 @@ def test_defaults_fit_a_hierarchical_model_with_learned_non_centring(centred_fit
     assert fit.num_steps == len(fit.losses) == len(fit.learning_rates) <= SMALL["max_steps"]
     assert np.mean(fit.losses[-100:]) < np.mean(fit.losses[:100])
     assert np.isfinite(fit.khat)
+    # The mode search found the one mode: the Laplace start is taken from it, without a
+    # second search (and its compilation).
+    assert fit.modes.num_modes == 1
+    np.testing.assert_array_equal(fit.guide.laplace.loc, fit.modes.locs[0])
+    assert fit.guide.laplace.iterations == 0
     text = repr(fit)
     assert "khat=" in text and len(text) < 250
     # The original sites come back (as deterministic sites of the reparameterised model).

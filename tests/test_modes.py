@@ -31,6 +31,7 @@ from numpyro_flows import (
     save_guide,
     to_inference_data,
 )
+from numpyro_flows.laplace import laplace_from_modes
 
 
 def two_bumps(weight_right=0.5):
@@ -148,6 +149,34 @@ def test_stratified_elbo_is_the_trace_elbo_for_other_guides():
     ours = StratifiedELBO(3).loss(jax.random.key(1), params, normal_normal, guide)
     numpyros = Trace_ELBO(3).loss(jax.random.key(1), params, normal_normal, guide)
     np.testing.assert_allclose(float(ours), float(numpyros), rtol=1e-6)
+
+
+def test_modes_are_flattened_in_the_order_of_the_guides():
+    """Sites in the model's order, not sorted by name (JAX sorts the keys of a dict it
+    returns): the order of AutoContinuous guides, whose latent vector the modes place."""
+
+    def model():
+        numpyro.sample("w", dist.Normal(jnp.array([1.0, 2.0]), 0.1).to_event(1))
+        numpyro.sample("b", dist.Normal(-3.0, 0.1))
+
+    found = find_modes(jax.random.key(0), model, num_starts=4)
+    np.testing.assert_allclose(found.locs[0], [1.0, 2.0, -3.0], atol=1e-3)
+    guide = AutoIAF(model)
+    with numpyro.handlers.seed(rng_seed=0):
+        guide._setup_prototype()
+    assert list(guide._init_locs) == ["w", "b"]
+
+
+def test_a_laplace_start_comes_from_a_search_with_exactly_one_mode():
+    def modes(k):
+        return Modes(np.ones((k, 2)), np.tile(np.eye(2), (k, 1, 1)), np.zeros(k), np.zeros(k), 8, k)
+
+    assert laplace_from_modes(None) is None
+    assert laplace_from_modes(modes(0)) is None and laplace_from_modes(modes(2)) is None
+    result = laplace_from_modes(modes(1))
+    np.testing.assert_array_equal(result.loc, [1.0, 1.0])
+    np.testing.assert_array_equal(result.scale_tril, np.eye(2))
+    assert result.converged and result.iterations == 0
 
 
 def test_bad_arguments_name_the_fix():
