@@ -35,6 +35,7 @@ from numpyro.distributions.transforms import LowerCholeskyAffine
 from numpyro_flows import flows
 from numpyro_flows.autoguides import AutoFlow
 from numpyro_flows.bijections import Chain
+from numpyro_flows.bijections.base import _is_concrete
 from numpyro_flows.flows import Flow
 from numpyro_flows.modes import Modes, modes_from_starts, start_points
 
@@ -97,7 +98,13 @@ class FlowMixture(dist.Distribution):
         z = jax.random.normal(key_z, sample_shape + self.event_shape, self.logits.dtype)
         if self.stratum is not None:
             return self.component(self.stratum)(z)
-        every = jax.vmap(lambda c: self.build(c)(z))(self.components)  # (K, *shape, D)
+        if _is_concrete((self.components, z)):
+            # Outside jit (SVI.init, sample_posterior): component by component, so that
+            # each flow's layers run through their compiled loop, cached on its structure
+            # (bijections.Scan), instead of a new loop compiled under vmap on every call.
+            every = jnp.stack([self.component(k)(z) for k in range(self.num_components)])
+        else:
+            every = jax.vmap(lambda c: self.build(c)(z))(self.components)  # (K, *shape, D)
         index = jax.random.categorical(key_k, self.logits, shape=sample_shape)
         every = jnp.moveaxis(every, 0, -2)  # (*shape, K, D)
         return jnp.take_along_axis(every, index[..., None, None], axis=-2)[..., 0, :]
