@@ -118,24 +118,32 @@ def _worktree(ref: str) -> tuple[Path, callable]:
     return path, remove
 
 
-def run(before_ref: str | None, repeats: int, quick: bool) -> dict:
-    depths = (2, 32) if quick else (2, 8, 32)
-    cases = [(name, None) for name in GUIDES]
-    cases += [(name, d) for name in DEPTH_GUIDES for d in depths]
+def alternating_versions(before_ref: str | None, repeats: int):
+    """Yields ``(seed, version, path)``: for each seed, the working tree ("after") and, with
+    ``before_ref``, that ref in a temporary worktree ("before"), alternating so that the
+    machine's noise hits both; the worktree is removed at the end."""
     versions = {"after": ROOT}
     cleanup = None
     if before_ref:
         versions["before"], cleanup = _worktree(before_ref)
-    samples: dict[str, dict[str, list[float]]] = {v: {} for v in versions}
     try:
         for seed in range(repeats):
-            for version, path in versions.items():  # alternating, so noise hits both
-                for key, seconds in _run_worker(path, cases, seed).items():
-                    samples[version].setdefault(key, []).append(seconds)
-                print(f"seed {seed} {version} done", flush=True)
+            for version, path in versions.items():
+                yield seed, version, path
     finally:
         if cleanup:
             cleanup()
+
+
+def run(before_ref: str | None, repeats: int, quick: bool) -> dict:
+    depths = (2, 32) if quick else (2, 8, 32)
+    cases = [(name, None) for name in GUIDES]
+    cases += [(name, d) for name in DEPTH_GUIDES for d in depths]
+    samples: dict[str, dict[str, list[float]]] = {}
+    for seed, version, path in alternating_versions(before_ref, repeats):
+        for key, seconds in _run_worker(path, cases, seed).items():
+            samples.setdefault(version, {}).setdefault(key, []).append(seconds)
+        print(f"seed {seed} {version} done", flush=True)
     medians = {v: {k: statistics.median(s) for k, s in rows.items()} for v, rows in samples.items()}
     for key in medians["after"]:
         before = medians.get("before", {}).get(key)

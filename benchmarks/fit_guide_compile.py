@@ -72,23 +72,14 @@ def worker(seed: int) -> dict:
 
 def run(before_ref: str | None, repeats: int) -> dict:
     # Imported here: a worker runs as a script, with only the package under test on its path.
-    from benchmarks.compile_time import ROOT, _worktree, run_in_worker
+    from benchmarks.compile_time import alternating_versions, run_in_worker
 
-    versions = {"after": ROOT}
-    cleanup = None
-    if before_ref:
-        versions["before"], cleanup = _worktree(before_ref)
-    samples: dict[str, dict[str, list[dict]]] = {v: {} for v in versions}
-    try:
-        for seed in range(repeats):
-            for version, path in versions.items():  # alternating, so noise hits both
-                result = run_in_worker(__file__, path, ["--worker", "--seed", str(seed)])
-                for model, row in result.items():
-                    samples[version].setdefault(model, []).append(row)
-                print(f"seed {seed} {version}: {result}", flush=True)
-    finally:
-        if cleanup:
-            cleanup()
+    samples: dict[str, dict[str, list[dict]]] = {}
+    for seed, version, path in alternating_versions(before_ref, repeats):
+        result = run_in_worker(__file__, path, ["--worker", "--seed", str(seed)])
+        for model, row in result.items():
+            samples.setdefault(version, {}).setdefault(model, []).append(row)
+        print(f"seed {seed} {version}: {result}", flush=True)
     medians = {
         version: {
             model: {

@@ -98,13 +98,7 @@ class FlowMixture(dist.Distribution):
         z = jax.random.normal(key_z, sample_shape + self.event_shape, self.logits.dtype)
         if self.stratum is not None:
             return self.component(self.stratum)(z)
-        if _is_concrete((self.components, z)):
-            # Outside jit (SVI.init, sample_posterior): component by component, so that
-            # each flow's layers run through their compiled loop, cached on its structure
-            # (bijections.Scan), instead of a new loop compiled under vmap on every call.
-            every = jnp.stack([self.component(k)(z) for k in range(self.num_components)])
-        else:
-            every = jax.vmap(lambda c: self.build(c)(z))(self.components)  # (K, *shape, D)
+        every = self._each_component(lambda bijection, z: bijection(z), z)  # (K, *shape, D)
         index = jax.random.categorical(key_k, self.logits, shape=sample_shape)
         every = jnp.moveaxis(every, 0, -2)  # (*shape, K, D)
         return jnp.take_along_axis(every, index[..., None, None], axis=-2)[..., 0, :]
@@ -112,12 +106,21 @@ class FlowMixture(dist.Distribution):
     def component_log_probs(self, x):
         """``log q_k(x)`` for every component, shape ``(*batch, K)``."""
 
-        def one(c):
-            z, log_det = self.build(c).inverse_and_log_det(x)
+        def one(bijection, x):
+            z, log_det = bijection.inverse_and_log_det(x)
             base = -0.5 * jnp.sum(z**2, -1) - 0.5 * z.shape[-1] * jnp.log(2 * jnp.pi)
             return base + log_det
 
-        return jnp.moveaxis(jax.vmap(one)(self.components), 0, -1)
+        return jnp.moveaxis(self._each_component(one, x), 0, -1)
+
+    def _each_component(self, fn, x):
+        """``fn(bijection_k, x)`` for every component, stacked on a leading axis ``K``.
+        Outside jit (SVI.init, sample_posterior, an eager log_prob) component by component,
+        so that each flow's layers run through their compiled loop, cached on its structure
+        (bijections.Scan), instead of a new loop compiled under vmap on every call."""
+        if _is_concrete((self.components, x)):
+            return jnp.stack([fn(self.component(k), x) for k in range(self.num_components)])
+        return jax.vmap(lambda c: fn(self.build(c), x))(self.components)
 
     def log_prob(self, value):
         log_weights = jax.nn.log_softmax(self.logits)

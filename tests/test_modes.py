@@ -83,16 +83,18 @@ def test_mixture_guide_keeps_both_modes_in_its_draws_and_density(mixture_fit):
     np.testing.assert_allclose(float(jnp.sum(density) * (grid[1] - grid[0])), 1.0, atol=0.02)
 
 
-def test_mixture_draws_outside_jit_equal_those_inside(mixture_fit):
-    """Outside jit the components are drawn one by one (each flow's compiled loop is
-    cached, where a loop under vmap compiled anew on every sample_posterior call): the
-    same draws as the vectorised path under jit."""
+def test_mixture_draws_and_densities_outside_jit_equal_those_inside(mixture_fit):
+    """Outside jit the components are drawn and scored one by one (each flow's compiled
+    loop is cached, where a loop under vmap compiled anew on every call): the same draws
+    and densities as the vectorised path under jit."""
     guide, params = mixture_fit
     posterior = guide.get_posterior(params)
     eager = posterior.sample(jax.random.key(4), (64,))
     traced = jax.jit(lambda p: guide.get_posterior(p).sample(jax.random.key(4), (64,)))(params)
     assert eager.shape == (64, 2)
     np.testing.assert_allclose(eager, traced, rtol=1e-5, atol=1e-5)
+    log_q = jax.jit(lambda p, x: guide.get_posterior(p).log_prob(x))(params, eager)
+    np.testing.assert_allclose(posterior.log_prob(eager), log_q, rtol=1e-5, atol=1e-5)
 
 
 def test_psis_predictive_and_arviz_see_both_modes(mixture_fit):
