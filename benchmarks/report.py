@@ -115,10 +115,12 @@ def fit_guide_compile_section(p) -> str:
         f"first call). Before: the package at `{p['before_ref']}`; after: this version; "
         f"worker processes alternate between the two, medians of {p['repeats']}. The "
         "functions: `run`, the mode search (`find_modes`); `minimise` and `potential`, the "
-        "Laplace start's own L-BFGS search and Hessian; `log_ratios` (after: "
-        "`_laplace_log_ratios`), the Laplace start's PSIS check; `<lambda>`, the barrier "
-        "test between two candidate modes; `scan`, the mixture guide's first draw at "
-        "set-up; `run_chunk`, the training loop; `draw`, the final PSIS draws.\n"
+        "Laplace start's own L-BFGS search and Hessian; `log_ratios` or "
+        "`_laplace_log_ratios`, the Laplace start's own PSIS check (in the "
+        "current version `fit_guide` checks a start from the mode search with its `draw` "
+        "instead); `<lambda>`, the "
+        "barrier test between two candidate modes; `scan`, the mixture guide's first draw "
+        "at set-up; `run_chunk`, the training loop; `draw`, the PSIS draws.\n"
     )
     lines.extend(_note(p))
     after, before = p["medians"]["after"], p["medians"].get("before", {})

@@ -127,8 +127,13 @@ class AutoFlow(AutoContinuous):
         self.warm_start = warm_start
         self.laplace = None  # the LaplaceResult of a warm start, for inspection
         # A Laplace approximation known before set-up (fit_guide's mode search found the
-        # one mode): used by the warm start instead of a second search of its own.
+        # one mode): used by the warm start instead of a second search of its own. With
+        # `_check_known_laplace` False its PSIS check is the caller's: fit_guide checks the
+        # fresh guide (then exactly this Gaussian) with the draws of its final PSIS, one
+        # compiled function for both; `_laplace_unchecked` is True until then.
         self._known_laplace = None
+        self._check_known_laplace = True
+        self._laplace_unchecked = False
         self.frame = None  # (loc, scale_tril) the affine layer is relative to, see below
         self._init_scale = float(init_scale)
         self.affine = affine
@@ -202,13 +207,17 @@ class AutoFlow(AutoContinuous):
 
     def _usable_known_laplace(self, potential):
         """The Laplace approximation known before set-up, where there is one and it is a
-        usable start (:func:`_is_usable_mode`); otherwise ``None``, and the warm start
-        searches from ``init_loc_fn``'s point as without one: the heaviest mode of a
-        search need not be the one L-BFGS reaches from there."""
+        usable start (:func:`_is_usable_mode`; where the caller checks it, one with
+        curvature); otherwise ``None``, and the warm start searches from ``init_loc_fn``'s
+        point as without one: the heaviest mode of a search need not be the one L-BFGS
+        reaches from there."""
         known = _as_latent(self._known_laplace, self._init_latent)
-        if known is None or not _is_usable_mode(potential, known):
+        if known is None or not _has_curvature(known):
             return None
-        return known
+        if not self._check_known_laplace:
+            self._laplace_unchecked = True
+            return known
+        return known if _is_usable_mode(potential, known) else None
 
     def _latent_potential(self):
         """The model's potential energy as a function of the unconstrained latent vector
@@ -551,12 +560,17 @@ def _as_latent(result, init_latent):
     return result._replace(loc=jnp.asarray(result.loc, dtype), scale_tril=tril)
 
 
+def _has_curvature(result) -> bool:
+    """A finite end point with a positive-definite curvature (a Laplace scale)."""
+    return result.scale_tril is not None and bool(jnp.all(jnp.isfinite(result.loc)))
+
+
 def _is_usable_mode(potential, result) -> bool:
     """An end point with positive-definite curvature whose Gaussian is a fair importance
     proposal (not a needle in a funnel's neck). The PSIS check, not the gradient
     tolerance, decides: on large data sets L-BFGS can end a little short of it in float
     precision with a perfectly good approximation."""
-    if result.scale_tril is None or not bool(jnp.all(jnp.isfinite(result.loc))):
+    if not _has_curvature(result):
         return False
     with numpyro.handlers.block():
         return laplace_khat(potential, result, jax.random.key(0)) < LAPLACE_KHAT_MAX

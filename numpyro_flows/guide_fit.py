@@ -30,9 +30,16 @@ from numpyro.infer.autoguide import AutoContinuous, AutoGuide
 from tqdm.auto import tqdm
 
 from numpyro_flows._guide_support import latent_sites, reject_discrete_latents
-from numpyro_flows.autoguides import AutoIAF
+from numpyro_flows.autoguides import LAPLACE_KHAT_MAX, AutoIAF
 from numpyro_flows.checks import check_model_data
-from numpyro_flows.diagnostics import KHAT_BAD, PSISResult, psis_diagnostic
+from numpyro_flows.diagnostics import (
+    KHAT_BAD,
+    MIN_PSIS_SAMPLES,
+    PSISResult,
+    log_ratio_fn,
+    psis_diagnostic,
+    psis_from_log_ratios,
+)
 from numpyro_flows.hybrid import AutoHybridFlow, subsampled_local_sites
 from numpyro_flows.laplace import laplace_from_modes
 from numpyro_flows.mixture import AutoFlowMixture
@@ -229,7 +236,9 @@ def fit_guide(
         loss: an ELBO (default ``Trace_ELBO(num_particles)``; for a mixture,
             ``StratifiedELBO`` with ``num_particles / K`` draws per component, at least
             ``MIN_STRATUM_PARTICLES``).
-        khat_samples: guide draws for the final PSIS k-hat (0 skips it).
+        khat_samples: guide draws for the final PSIS k-hat (0 skips it; otherwise at
+            least 21). The same compiled draws check the default guide's Laplace start
+            from the mode search before training (its k-hat below ``LAPLACE_KHAT_MAX``).
         progress_bar: show progress (steps, loss, learning rate).
 
     Returns:
@@ -265,11 +274,15 @@ def fit_guide(
                 guide = AutoFlowMixture(model, modes=found, affine=_affine_for(latent_size))
             else:
                 guide = default_guide(model, latent_size, found)
+                # The Laplace start from the search is checked below, with the draws of
+                # the final PSIS (one compiled function for both).
+                guide._check_known_laplace = not khat_samples
         else:
             guide = _build_guide(guide, model)
     _check_positive_int("num_particles", num_particles)
     _check_positive_int("chunk_size", chunk_size)
     _check_positive_int("max_steps", max_steps)
+    _check_khat_samples(khat_samples)
     if num_steps is not None:
         _check_positive_int("num_steps", num_steps)
         chunk_size = min(chunk_size, num_steps)
@@ -289,17 +302,20 @@ def fit_guide(
         loss = StratifiedELBO(max(per_component, MIN_STRATUM_PARTICLES))
     loss = Trace_ELBO(num_particles=num_particles) if loss is None else loss
     svi = SVI(model, guide, optimizer, loss)
-    try:
-        state = svi.init(key_init, *model_args, **model_kwargs)
-    except RuntimeError as error:
-        if "valid initial parameters" not in str(error):
-            raise
-        raise ValueError(
-            "The model's log density is not finite at any initial point tried (NumPyro: "
-            f"{error}). Look for operations that give NaN or inf (log of a negative value, "
-            "an overflowing exp, a scale that can be 0), or start elsewhere: a guide with "
-            "init_loc_fn=init_to_median or init_to_value(values=...)."
-        ) from None
+    state = _init_svi(svi, key_init, model_args, model_kwargs)
+    draw = _psis_draws(guide, khat_samples, model_args, model_kwargs)
+    if getattr(guide, "_laplace_unchecked", False):
+        # The guide starts as the Laplace Gaussian at the mode the search found: its PSIS
+        # k-hat (as AutoFlow's own check) decides whether to keep that start. If not, a
+        # guide with a search of its own from init_loc_fn's point, as without modes.
+        key_check = jax.random.fold_in(rng_key, 2)
+        if _khat_of(draw, key_check, svi.get_params(state)) < LAPLACE_KHAT_MAX:
+            guide._laplace_unchecked = False
+        else:
+            guide = default_guide(model, latent_size)
+            svi = SVI(model, guide, optimizer, loss)
+            state = _init_svi(svi, key_init, model_args, model_kwargs)
+            draw = _psis_draws(guide, khat_samples, model_args, model_kwargs)
 
     @jax.jit
     def run_chunk(state, num_active):
@@ -351,9 +367,13 @@ def fit_guide(
     psis = None
     khat = float("nan")
     if khat_samples:
-        psis = psis_diagnostic(
-            key_khat, guide, params, *model_args, num_samples=khat_samples, **model_kwargs
-        )
+        if draw is None:
+            psis = psis_diagnostic(
+                key_khat, guide, params, *model_args, num_samples=khat_samples, **model_kwargs
+            )
+        else:
+            latent, log_p, log_q = (np.asarray(a) for a in draw(key_khat, params))
+            psis = psis_from_log_ratios(log_p - log_q, latent, log_p, log_q)
         khat = psis.khat
         _warn_if_untrustworthy(psis)
     return GuideFit(
@@ -368,6 +388,44 @@ def fit_guide(
         seconds=time.perf_counter() - start,
         modes=found,
     )
+
+
+def _init_svi(svi, rng_key, model_args, model_kwargs):
+    try:
+        return svi.init(rng_key, *model_args, **model_kwargs)
+    except RuntimeError as error:
+        if "valid initial parameters" not in str(error):
+            raise
+        raise ValueError(
+            "The model's log density is not finite at any initial point tried (NumPyro: "
+            f"{error}). Look for operations that give NaN or inf (log of a negative value, "
+            "an overflowing exp, a scale that can be 0), or start elsewhere: a guide with "
+            "init_loc_fn=init_to_median or init_to_value(values=...)."
+        ) from None
+
+
+def _psis_draws(guide, khat_samples, model_args, model_kwargs):
+    """The compiled PSIS draws of ``guide`` (:func:`~numpyro_flows.diagnostics.log_ratio_fn`),
+    or ``None`` where the check is skipped or the guide has no flat latent vector (an
+    :class:`~numpyro_flows.AutoHybridFlow`: :func:`psis_diagnostic` handles it)."""
+    if not khat_samples or isinstance(guide, AutoHybridFlow):
+        return None
+    return log_ratio_fn(guide, *model_args, num_samples=khat_samples, **model_kwargs)
+
+
+def _khat_of(draw, rng_key, params) -> float:
+    """PSIS k-hat of the guide at ``params`` (``inf`` where no ratio is finite)."""
+    _, log_p, log_q = draw(rng_key, _strongly_typed(params))
+    log_ratios = np.asarray(log_p, np.float64) - np.asarray(log_q, np.float64)
+    if not np.any(np.isfinite(log_ratios)):
+        return float("inf")
+    return float(psis_from_log_ratios(log_ratios).khat)
+
+
+def _strongly_typed(params):
+    # Parameters fresh from init may be weakly typed (made from Python floats); the trained
+    # ones are not, and jit would compile the PSIS draws once for each kind.
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.result_type(a)), params)
 
 
 # ---------------------------------------------------------------------- schedules
@@ -497,6 +555,16 @@ def check_latent_sites(model, args, kwargs) -> int | None:
         )
     reject_discrete_latents(sites, "fit_guide")
     return sum(int(np.size(site["value"])) for site in sites.values())
+
+
+def _check_khat_samples(khat_samples):
+    if khat_samples and not (
+        isinstance(khat_samples, int | np.integer) and khat_samples >= MIN_PSIS_SAMPLES
+    ):
+        raise ValueError(
+            f"khat_samples must be 0 (no PSIS check) or at least {MIN_PSIS_SAMPLES} draws "
+            f"(1000 or more for a reliable k-hat), got {khat_samples!r}."
+        )
 
 
 def _check_positive_int(name, value):

@@ -19,6 +19,7 @@ from scipy.special import logsumexp
 from numpyro_flows import AutoIAF, neutra_nuts
 from numpyro_flows._arviz_import import import_arviz
 from numpyro_flows.arviz import to_inference_data
+from numpyro_flows.reports import RunReportWarning
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -264,3 +265,20 @@ def test_bad_input_gets_an_error_naming_the_fix(trained_guide, neutra_result):
     params = svi.get_params(svi.init(key))
     with pytest.raises(ValueError, match="subsampling"):
         to_inference_data(guide, params, rng_key=key)
+
+
+def test_neutra_warns_with_the_fix_when_the_run_is_bad(trained_guide):
+    # Far too short chains; the guide and model of neutra_result (compiled by then: last).
+    guide, params = trained_guide
+    with pytest.warns(RunReportWarning, match="run report.*(r-hat|ESS|divergen)"):
+        neutra_nuts(
+            jax.random.key(4),
+            guide,
+            params,
+            num_warmup=20,
+            num_samples=20,
+            num_chains=2,
+            chain_method="vectorized",
+            progress_bar=False,
+            khat_samples=0,
+        )

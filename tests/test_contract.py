@@ -1,7 +1,10 @@
 """Every flow factory and every bijection family through the shared contract checks.
 
-The default run checks every flow at D = 1, 2 and 5; D = 50 (a 600 x 600 Jacobian per
-flow) and the costly BNAF cases beyond one size each are marked ``slow``."""
+The default run checks every layer at D = 4 (and an affine coupling and an affine
+autoregressive layer at D = 1, an edge case), the context path of the affine layers and
+BNAF, and whole flows where they add more than their layers (at D = 5: the guide's IAF,
+Glow, NICE, planar and radial); the slow run checks every flow at D = 1, 2, 5 and 50 (a
+600 x 600 Jacobian per flow) and every layer at both sizes and with a context."""
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +15,14 @@ from registry import FACTORIES, LAYERS, VARIANTS
 from numpyro_flows.testing import check_transform, randomize_params
 
 DIMS = [1, 2, 5, 50]
+# Whole flows in the default run (the others are stacks of layers checked one by one
+# below, through the same Scan as these): at D = 5, and the IAF also at D = 1.
+DEFAULT_RUN_FLOWS = ("iaf", "glow", "nice", "planar", "radial")
 # One latent dimension is an edge case for coupling (an empty half) and autoregressive
-# layers; the default run checks one of each, the slow run every factory.
-DEFAULT_RUN_1D = ("iaf", "neural_spline_coupling")
+# layers (no conditioner input): checked on one layer of each in the default run.
+DEFAULT_RUN_1D_LAYERS = ("affine_coupling", "affine_autoregressive")
+# A context enters through MADE, the coupling conditioner and BNAF's own first layer.
+DEFAULT_RUN_CONDITIONAL = ("affine_autoregressive", "affine_coupling", "bnaf_gated")
 SCALES = (1.0, 1e2, 1e4)
 
 
@@ -41,9 +49,7 @@ def random_transform(flow, dim, seed=1, context_dim=0, context=None):
     "name, dim",
     [
         slow_if(
-            dim in (2, 50) or (dim == 1 and name not in DEFAULT_RUN_1D)
-            if name != "bnaf"
-            else dim != 2,
+            name not in DEFAULT_RUN_FLOWS or dim in (2, 50) or dim == 1,
             name,
             dim,
         )
@@ -97,7 +103,11 @@ def test_jit_does_not_retrace_for_new_params(name):
 
 @pytest.mark.parametrize(
     "name, dim",
-    [slow_if(name.startswith("bnaf") and dim == 1, name, dim) for name in LAYERS for dim in [1, 4]],
+    [
+        slow_if(dim == 1 and name not in DEFAULT_RUN_1D_LAYERS, name, dim)
+        for name in LAYERS
+        for dim in [1, 4]
+    ],
 )
 def test_bijection_contract(name, dim):
     from numpyro_flows.flows import Flow
@@ -106,7 +116,14 @@ def test_bijection_contract(name, dim):
     check_transform(random_transform(Flow(layer), dim), points(dim, num=3))
 
 
-@pytest.mark.parametrize("name", [n for n, (_, conditional) in LAYERS.items() if conditional])
+@pytest.mark.parametrize(
+    "name",
+    [
+        slow_if(n not in DEFAULT_RUN_CONDITIONAL, n)
+        for n, (_, conditional) in LAYERS.items()
+        if conditional
+    ],
+)
 def test_conditional_bijection_contract(name):
     from numpyro_flows.flows import Flow
 

@@ -181,7 +181,7 @@ def test_one_dimensional_mixture_with_neural_spline():
     assert stats.ks_2samp(gaussian, test[:, 0]).pvalue < 0.01  # the check has power
 
 
-@pytest.mark.parametrize("name", ["maf", "realnvp", "glow"])
+@pytest.mark.parametrize("name", ["maf", "realnvp", pytest.param("glow", marks=pytest.mark.slow)])
 def test_affine_flows_in_one_dimension_fit_the_gaussian_and_say_so(name):
     """A 1-D MAF, RealNVP or Glow is an affine map of its base (the only coordinate has
     nothing to condition on): the fit is the Gaussian MLE, and fit() warns."""

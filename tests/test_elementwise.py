@@ -72,6 +72,7 @@ def test_vector_transforms_and_bijections_are_not_wrapped():
         ElementwiseTransform(bijection)
 
 
+@pytest.mark.slow  # the default run checks the lifting in the contract (chain_numpyro_...)
 def test_a_flow_ending_in_a_sigmoid_models_data_in_the_unit_square():
     """Sequential takes a NumPyro transform among its layers: a flow on (0, 1)^2."""
     flow = flows.Flow(

@@ -135,6 +135,7 @@ def test_neutra_rejects_a_mixture_with_the_fix(mixture_fit):
         neutra_nuts(jax.random.key(0), guide, params, num_warmup=10, num_samples=10)
 
 
+@pytest.mark.slow  # the default run has fit_guide training a mixture with it
 def test_svi_with_a_mixture_guide_and_the_stratified_elbo():
     guide = AutoFlowMixture(two_bumps, flow=flows.realnvp(1))
     svi = SVI(two_bumps, guide, optax.adam(3e-3), StratifiedELBO(num_particles=4))

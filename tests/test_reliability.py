@@ -135,16 +135,18 @@ def three_latents():
     numpyro.sample("x", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
 
 
-def fitted(model, guide, num_steps=3):
+def initial_params(model, guide):
+    """A guide's parameters as SVI sets them up (what is saved and loaded, without the
+    compilation of a training step)."""
     svi = SVI(model, guide, optax.adam(1e-3), Trace_ELBO())
-    return svi.run(jax.random.key(0), num_steps, progress_bar=False).params
+    return svi.get_params(svi.init(jax.random.key(0)))
 
 
 @pytest.fixture(scope="module")
 def saved_guide(tmp_path_factory):
     guide = AutoNeuralSpline(two_latents)
     path = tmp_path_factory.mktemp("guide") / "guide.pkl"
-    save_guide(path, guide, fitted(two_latents, guide))
+    save_guide(path, guide, initial_params(two_latents, guide))
     return path
 
 
@@ -161,10 +163,10 @@ def test_saved_guides_get_the_umask_mode(tmp_path, saved_guide):
 def test_a_loaded_guide_given_another_guides_params_says_so(saved_guide):
     guide, _ = load_guide(saved_guide)
     key = jax.random.key(1)
-    other = fitted(three_latents, AutoNeuralSpline(three_latents))
+    other = initial_params(three_latents, AutoNeuralSpline(three_latents))
     with pytest.raises(ValueError, match="params are for events of size 3, but .* size 2"):
         guide.sample_posterior(key, other, sample_shape=(5,))
-    iaf = fitted(two_latents, AutoIAF(two_latents))
+    iaf = initial_params(two_latents, AutoIAF(two_latents))
     with pytest.raises(ValueError, match="These params do not fit the neural_spline flow"):
         guide.sample_posterior(key, iaf, sample_shape=(5,))
 
@@ -195,7 +197,9 @@ def blows_up(y):
     numpyro.sample("y", dist.Normal(loc, 1.0), obs=y)
 
 
-@pytest.mark.parametrize("preset", [AutoNeuralSpline, AutoIAF])
+@pytest.mark.parametrize(
+    "preset", [pytest.param(AutoNeuralSpline, marks=pytest.mark.slow), AutoIAF]
+)
 def test_the_discrete_latent_check_does_not_fail_a_valid_model_under_validation(preset):
     guide = preset(blows_up, init_loc_fn=init_to_median, init_scale=0.1)
     with numpyro.validation_enabled():
