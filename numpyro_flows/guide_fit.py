@@ -41,7 +41,7 @@ from numpyro_flows.diagnostics import (
     psis_from_log_ratios,
 )
 from numpyro_flows.hybrid import AutoHybridFlow, subsampled_local_sites
-from numpyro_flows.laplace import laplace_from_modes
+from numpyro_flows.laplace import khat_or_inf, laplace_from_modes
 from numpyro_flows.mixture import AutoFlowMixture
 from numpyro_flows.modes import Modes, find_modes
 from numpyro_flows.objectives import StratifiedELBO
@@ -416,10 +416,7 @@ def _psis_draws(guide, khat_samples, model_args, model_kwargs):
 def _khat_of(draw, rng_key, params) -> float:
     """PSIS k-hat of the guide at ``params`` (``inf`` where no ratio is finite)."""
     _, log_p, log_q = draw(rng_key, _strongly_typed(params))
-    log_ratios = np.asarray(log_p, np.float64) - np.asarray(log_q, np.float64)
-    if not np.any(np.isfinite(log_ratios)):
-        return float("inf")
-    return float(psis_from_log_ratios(log_ratios).khat)
+    return khat_or_inf(np.asarray(log_p, np.float64) - np.asarray(log_q, np.float64))
 
 
 def _strongly_typed(params):

@@ -115,6 +115,12 @@ def laplace_khat(potential_fn, result: LaplaceResult, rng_key, num_samples: int 
     log_ratios = _laplace_log_ratios(
         potential_fn, result.loc, result.scale_tril, rng_key, num_samples
     )
+    return khat_or_inf(log_ratios)
+
+
+def khat_or_inf(log_ratios) -> float:
+    """PSIS k-hat of log importance ratios, ``inf`` where none is finite (a proposal
+    whose every draw lies where the target has no density is as bad as it gets)."""
     ratios = np.asarray(log_ratios, np.float64)
     if not np.any(np.isfinite(ratios)):
         return float("inf")
@@ -131,4 +137,10 @@ def _laplace_log_ratios(potential_fn, loc, scale_tril, key, num_samples):
     return -jax.vmap(potential_fn)(z) - log_q
 
 
-__all__ = ["LaplaceResult", "laplace_approximation", "laplace_from_modes", "laplace_khat"]
+__all__ = [
+    "LaplaceResult",
+    "khat_or_inf",
+    "laplace_approximation",
+    "laplace_from_modes",
+    "laplace_khat",
+]

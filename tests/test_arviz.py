@@ -47,20 +47,25 @@ def guide_idata(trained_guide):
     )
 
 
-@pytest.fixture(scope="module")
-def neutra_result(trained_guide):
+def short_neutra(trained_guide, seed, num_draws):
+    """Two vectorised NeuTra chains of ``num_draws`` warm-up steps and draws each."""
     guide, params = trained_guide
     return neutra_nuts(
-        jax.random.key(2),
+        jax.random.key(seed),
         guide,
         params,
-        num_warmup=100,
-        num_samples=100,
+        num_warmup=num_draws,
+        num_samples=num_draws,
         num_chains=2,
         chain_method="vectorized",
         progress_bar=False,
         khat_samples=0,
     )
+
+
+@pytest.fixture(scope="module")
+def neutra_result(trained_guide):
+    return short_neutra(trained_guide, 2, 100)
 
 
 @pytest.fixture(scope="module")
@@ -269,16 +274,5 @@ def test_bad_input_gets_an_error_naming_the_fix(trained_guide, neutra_result):
 
 def test_neutra_warns_with_the_fix_when_the_run_is_bad(trained_guide):
     # Far too short chains; the guide and model of neutra_result (compiled by then: last).
-    guide, params = trained_guide
     with pytest.warns(RunReportWarning, match="run report.*(r-hat|ESS|divergen)"):
-        neutra_nuts(
-            jax.random.key(4),
-            guide,
-            params,
-            num_warmup=20,
-            num_samples=20,
-            num_chains=2,
-            chain_method="vectorized",
-            progress_bar=False,
-            khat_samples=0,
-        )
+        short_neutra(trained_guide, 4, 20)
