@@ -56,15 +56,40 @@ def randomize_params(params, rng_key, scale: float = 0.1):
     ``scale * N(0, 1) / sqrt(fan_in)`` with ``fan_in = shape[-2]``, the scale at which a
     network is initialised, so the result is a generic, non-identity point of the
     parameter space at any width. Used to test flows away from their identity init.
+
+    The noise is drawn with NumPy from a generator seeded by ``rng_key``'s data (the same
+    key gives the same params): outside ``jit`` a ``jax.random`` draw compiles a kernel for
+    every new leaf shape, which took most of a contract check's time. Under a JAX
+    transformation (traced leaves or key) the noise comes from ``jax.random``.
     """
     leaves, rebuild = float_leaves(params)
-    keys = jax.random.split(rng_key, max(len(leaves), 1))
+    if any(isinstance(a, jax.core.Tracer) for a in (*leaves, rng_key)):
+        return rebuild(_traced_noise(leaves, rng_key, scale))
+    rng = np.random.default_rng(np.asarray(_key_data(rng_key), np.uint32).ravel())
     noisy = []
-    for a, key in zip(leaves, keys):
-        a = jnp.asarray(a)
-        size = scale / np.sqrt(max(a.shape[-2], 1)) if a.ndim >= 2 else scale
-        noisy.append(a + size * jax.random.normal(key, a.shape, a.dtype))
+    for a in leaves:
+        a = np.asarray(a)
+        noise = rng.standard_normal(a.shape) * _noise_size(a, scale)
+        noisy.append(jnp.asarray((a + noise).astype(a.dtype)))
     return rebuild(noisy)
+
+
+def _noise_size(a, scale: float) -> float:
+    return scale / np.sqrt(max(a.shape[-2], 1)) if a.ndim >= 2 else scale
+
+
+def _key_data(rng_key):
+    if jnp.issubdtype(jnp.result_type(rng_key), jax.dtypes.prng_key):
+        return jax.random.key_data(rng_key)
+    return rng_key  # a raw uint32 key (jax.random.PRNGKey)
+
+
+def _traced_noise(leaves, rng_key, scale: float) -> list:
+    keys = jax.random.split(rng_key, max(len(leaves), 1))
+    return [
+        a + _noise_size(a, scale) * jax.random.normal(key, jnp.shape(a), jnp.result_type(a))
+        for a, key in zip(leaves, keys)
+    ]
 
 
 def float_leaves(tree):

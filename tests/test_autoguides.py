@@ -15,6 +15,7 @@ import numpyro
 import numpyro.distributions as dist
 import optax
 import pytest
+from draws import normal
 from models import (
     beta_bernoulli,
     constrained,
@@ -168,7 +169,7 @@ def test_numpyro_autoguide_api():
     assert latent.shape == (7, guide.latent_dim)
     assert posterior.log_prob(latent).shape == (7,)
     transform = guide.get_transform(params)
-    z = jax.random.normal(jax.random.key(1), (guide.latent_dim,))
+    z = normal(1, (guide.latent_dim,))
     x = transform(z)
     expected = guide.get_base_dist().log_prob(z) - transform.log_abs_det_jacobian(z, x)
     np.testing.assert_allclose(posterior.log_prob(x), expected, rtol=1e-4, atol=1e-4)

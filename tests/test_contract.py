@@ -7,9 +7,9 @@ Glow, NICE, planar and radial); the slow run checks every flow at D = 1, 2, 5 an
 600 x 600 Jacobian per flow) and every layer at both sizes and with a context."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from draws import normal
 from registry import FACTORIES, LAYERS, VARIANTS
 
 from numpyro_flows.testing import check_transform, randomize_params
@@ -32,8 +32,8 @@ def slow_if(condition, *values):
 
 def points(dim, num=4, seed=2):
     """``num`` standard-normal points at each scale up to |x| = 1e4, as one batch."""
-    z = jax.random.normal(jax.random.key(seed), (len(SCALES), num, dim))
-    return (z * jnp.asarray(SCALES)[:, None, None]).reshape(-1, dim)
+    scales = np.asarray(SCALES)[:, None, None]
+    return normal(seed, (len(SCALES), num, dim), scales).reshape(-1, dim)
 
 
 def random_transform(flow, dim, seed=1, context_dim=0, context=None):
@@ -129,8 +129,8 @@ def test_conditional_bijection_contract(name):
 
     layer, _ = LAYERS[name]
     dim, context_dim = 3, 2
-    context = jax.random.normal(jax.random.key(5), (4, context_dim))
-    x = jax.random.normal(jax.random.key(6), (4, dim))
+    context = normal(5, (4, context_dim))
+    x = normal(6, (4, dim))
     flow = Flow(layer)
     transform = random_transform(flow, dim, context_dim=context_dim, context=context)
     check_transform(transform, x, vmap=False)

@@ -14,6 +14,7 @@ import numpyro
 import numpyro.distributions as dist
 import optax
 import pytest
+from draws import normal
 from numpyro.infer import SVI, Trace_ELBO
 from scipy import stats
 
@@ -274,7 +275,7 @@ def test_maf_log_prob_is_one_parallel_pass_and_sampling_is_sequential():
 def test_conditional_flow_distribution_batch_shapes():
     flow = flows.realnvp(2, (8,))
     params = flow.init(jax.random.key(0), 2, context_dim=3)
-    context = jax.random.normal(jax.random.key(1), (5, 3))
+    context = normal(1, (5, 3))
     flow_dist = FlowDistribution(flow, params, context=context)
     assert flow_dist.batch_shape == (5,) and flow_dist.event_shape == (2,)
     assert shape_of(lambda: flow_dist.sample(jax.random.key(2), (7,))) == (7, 5, 2)
@@ -284,7 +285,7 @@ def test_conditional_flow_distribution_batch_shapes():
     assert single.batch_shape == () and shape_of(single.log_prob, jnp.zeros((7, 2))) == (7,)
     # Each row of a batched context gives the density of that context alone.
     log_prob = jax.jit(lambda c, v: FlowDistribution(flow, params, context=c).log_prob(v))
-    x = jax.random.normal(jax.random.key(3), (5, 2))
+    x = normal(3, (5, 2))
     one_by_one = jnp.stack([log_prob(c[None], v[None])[0] for c, v in zip(context, x)])
     np.testing.assert_allclose(log_prob(context, x), one_by_one, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="no context was given"):
@@ -389,7 +390,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_finite_params(moons):
 
 def test_every_row_trains_in_every_epoch():
     # 250 rows in batches of 100: two full batches and a third filled up from the shuffle.
-    data = jax.random.normal(jax.random.key(3), (250, 2))
+    data = normal(3, (250, 2))
     settings = {"num_epochs": 2, "batch_size": 100, "val_fraction": 0.0, "progress_bar": False}
     result = fit(jax.random.key(0), SMALL, data, **settings)
     assert result.num_steps == 6 and len(result.train_losses) == 2

@@ -6,10 +6,10 @@ Every check runs under one ``jit`` per mode (eager flows compile op by op)."""
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from draws import normal
 
 from numpyro_flows import flows
 from numpyro_flows.layers import AutoregressiveLayer
@@ -17,7 +17,7 @@ from numpyro_flows.nn import MADE
 from numpyro_flows.testing import check_transform, randomize_params
 from numpyro_flows.training import fit, maximum_likelihood, negative_log_likelihood
 
-X = jax.random.normal(jax.random.key(2), (6, 2))
+X = normal(2, (6, 2))
 MAF = flows.maf(2, (8,), dropout=0.3)
 
 
@@ -81,7 +81,7 @@ def test_training_step_drops_units_and_the_validation_loss_does_not():
 
 @pytest.mark.slow  # compiling an epoch: ~4 s (the step with a key is in the default run)
 def test_fit_trains_a_maf_with_dropout():
-    data = jax.random.normal(jax.random.key(1), (128, 2)) * jnp.array([1.0, 0.5])
+    data = normal(1, (128, 2), [1.0, 0.5])
     flow = flows.maf(2, (16,), dropout=0.2)
     result = fit(jax.random.key(0), flow, data, num_epochs=3, progress_bar=False)
     assert np.all(np.isfinite(result.train_losses))

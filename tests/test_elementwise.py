@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from draws import normal
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import (
     AffineTransform,
@@ -25,7 +26,7 @@ from numpyro_flows.bijections import (
 from numpyro_flows.layers import CouplingLayer, Sequential, TransformLayer
 from numpyro_flows.testing import check_transform, randomize_params
 
-X = jax.random.normal(jax.random.key(0), (6, 3))
+X = normal(0, (6, 3))
 POSITIVE = jnp.exp(X)
 # Inputs inside each transform's domain; moderate for the bounded codomains, where
 # float32 saturates (sigmoid(20) == 1.0) and no inverse can recover x.

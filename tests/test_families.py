@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from draws import normal
 
 from numpyro_flows import flows
 from numpyro_flows.bijections import LULinear, Planar, Radial
@@ -20,21 +21,19 @@ def test_planar_invertible_on_both_sides_of_the_constraint(wu):
     planar = Planar(w, u, jnp.array(0.3))
     _, u_hat, _ = planar._params(jnp.float32)
     assert float(jnp.sum(w * u_hat)) > -1.0
-    x = 3.0 * jax.random.normal(jax.random.key(0), (64, 3))
+    x = normal(0, (64, 3), 3.0)
     check_transform(planar, x)
 
 
 def test_radial_contracting_and_expanding():
     for raw_beta in (-4.0, 3.0):
         radial = Radial(jnp.array([0.5, -1.0]), jnp.array(0.2), jnp.array(raw_beta))
-        x = jnp.concatenate(
-            [jax.random.normal(jax.random.key(1), (32, 2)), jnp.array([[0.5, -1.0]])]
-        )
+        x = jnp.concatenate([normal(1, (32, 2)), jnp.array([[0.5, -1.0]])])
         check_transform(radial, x)
 
 
 def test_actnorm_data_init_normalises_and_survives_a_constant_column():
-    data = jax.random.normal(jax.random.key(0), (256, 3)) * jnp.array([5.0, 0.1, 0.0])
+    data = normal(0, (256, 3), [5.0, 0.1, 0.0])
     data = data + jnp.array([10.0, -2.0, 7.0])
     flow = flows.Flow(Sequential((ActNormLayer(),)))
     params, _ = flow.data_init(flow.init(jax.random.key(1), 3), data)
@@ -47,7 +46,7 @@ def test_actnorm_data_init_normalises_and_survives_a_constant_column():
 
 def test_glow_data_init_reaches_every_actnorm():
     flow = flows.glow(num_flows=3)
-    data = 4.0 * jax.random.normal(jax.random.key(0), (512, 4)) + 3.0
+    data = normal(0, (512, 4), 4.0) + 3.0
     params, _ = flow.data_init(flow.init(jax.random.key(1), 4), data)
     z, _ = flow.transform(params).inverse_and_log_det(data)
     np.testing.assert_allclose(jnp.mean(z, 0), 0.0, atol=1e-3)
@@ -73,7 +72,7 @@ def test_autoregressive_layers_are_triangular_in_their_declared_order():
     params = randomize_params(flow.init(jax.random.key(0), dim), jax.random.key(1), 1.0)
     scan = flow.transform(params)
     orders = flow.layer.permutations(dim)
-    x = jax.random.normal(jax.random.key(2), (dim,))
+    x = normal(2, (dim,))
     jacobian = jax.jit(lambda layer, x: jax.jacfwd(layer)(x))  # one compilation, not per op
     for i in range(2):
         jac = np.asarray(jacobian(scan.layer(i), x))
@@ -125,7 +124,7 @@ def test_conditioners_start_with_spread_biases_and_a_zero_last_layer():
 
 def test_batchnorm_state_is_not_trained_and_running_statistics_move():
     flow = flows.Flow(Sequential((BatchNormLayer(),)))
-    data = 3.0 * jax.random.normal(jax.random.key(0), (1000, 2)) + 5.0
+    data = normal(0, (1000, 2), 3.0) + 5.0
     params = flow.init(jax.random.key(1), 2)
     state = flow.init_state(2)
     assert set(params[0]) == {"log_gamma", "beta"}  # statistics are not parameters

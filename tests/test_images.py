@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from draws import normal
 from registry import IMAGE_FACTORIES, IMAGE_SHAPE
 
 from numpyro_flows import flows
@@ -32,7 +33,7 @@ from numpyro_flows.training import fit
 
 
 def images(shape=IMAGE_SHAPE, num=3, seed=0, scale=1.0):
-    return scale * jax.random.normal(jax.random.key(seed), (num, *shape))
+    return normal(seed, (num, *shape), scale)
 
 
 def random(params, seed=1, scale=0.3):
@@ -117,8 +118,8 @@ def test_logit_preprocessing_contract_and_formula():
 
 def test_conv2d_equals_xla_convolution():
     for c_in, c_out in [(2, 8), (8, 3)]:  # both ways of computing it
-        x = jax.random.normal(jax.random.key(0), (2, 5, 6, c_in))
-        w = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out))
+        x = normal(0, (2, 5, 6, c_in))
+        w = normal(1, (3, 3, c_in, c_out))
         reference = jax.lax.conv_general_dilated(
             x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
@@ -200,7 +201,7 @@ def test_variational_dequantization_log_density():
     q = VariationalDequantization(5, hidden_channels=8, num_steps=2)
     params = random(q.init(jax.random.key(0), (4, 4, 2)), scale=0.3)
     k = jnp.asarray(np.random.default_rng(1).integers(0, 5, (1, 4, 4, 2)), jnp.float32)
-    e = jax.random.normal(jax.random.key(3), k.shape)
+    e = normal(3, k.shape)
 
     @jax.jit
     def check(params):

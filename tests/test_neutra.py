@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from draws import normal
 from models import eight_schools, funnel
 from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
 from numpyro.infer.util import potential_energy
@@ -46,7 +47,7 @@ def test_reparameterised_potential_identity(name):
     warped = reparam.reparam(eight_schools)
     transform = guide.get_transform(params)
     dim = guide.latent_dim
-    for z in (jnp.zeros(dim), jax.random.normal(jax.random.key(2), (dim,)), 10 * jnp.ones(dim)):
+    for z in (jnp.zeros(dim), normal(2, (dim,)), 10 * jnp.ones(dim)):
         u_z = potential_energy(warped, (), {}, {"auto_shared_latent": z})
         x = transform(z)
         u_x = potential_energy(eight_schools, (), {}, guide._unpack_latent(x))

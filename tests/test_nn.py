@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from draws import normal
 
 from numpyro_flows.nn import MADE, MLP
 from numpyro_flows.testing import randomize_params
@@ -20,7 +21,7 @@ def made_jacobian(made, params, x, context=None):
 def test_made_output_i_depends_only_on_inputs_before_i(dim, skip, residual):
     made = MADE(dim, (2 * dim, 2 * dim), 3, skip_connections=skip, residual=residual)
     params = randomize_params(made.init(jax.random.key(0)), jax.random.key(1), 1.0)
-    jac = made_jacobian(made, params, jax.random.normal(jax.random.key(2), (dim,)))
+    jac = made_jacobian(made, params, normal(2, (dim,)))
     assert jac.shape == (dim, 3, dim)
     upper = np.triu(np.ones((dim, dim)))  # j >= i: forbidden
     np.testing.assert_array_equal(np.abs(jac) * upper[:, None, :], 0.0)

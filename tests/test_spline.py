@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+from draws import normal, uniform
 
 from numpyro_flows.bijections import RationalQuadraticSpline
 
@@ -13,7 +14,7 @@ inverse = jax.jit(SPLINE.inverse_and_log_det)
 
 
 def random_params(shape, seed=0, scale=1.0):
-    return scale * jax.random.normal(jax.random.key(seed), shape + (SPLINE.num_params,))
+    return normal(seed, shape + (SPLINE.num_params,), scale)
 
 
 def test_zero_params_are_the_identity():
@@ -48,7 +49,7 @@ def test_identity_tails_and_continuous_density_at_the_bound():
 
 
 def test_inverse_and_its_log_det():
-    x = jax.random.uniform(jax.random.key(3), (500, 4), minval=-4, maxval=4)
+    x = uniform(3, (500, 4), -4.0, 4.0)
     params = random_params((500, 4), seed=4, scale=0.5)
     y, log_det = forward(x, params)
     x_back, inv_log_det = inverse(y, params)
