@@ -38,6 +38,7 @@ from numpyro.infer.util import potential_energy
 from scipy.special import logsumexp
 
 from numpyro_flows._guide_support import inverse_hessian, minimise
+from numpyro_flows._random import numpy_generator
 
 # An end point counts as a mode only if the Newton step to the Laplace mode is shorter
 # than this, in posterior standard deviations (a scale-free convergence test).
@@ -195,14 +196,16 @@ def start_points(rng_key, model, model_args, model_kwargs, num_starts: int, prot
     """``num_starts`` starting points ``(S, D)`` in the unconstrained space: half uniform in
     NumPyro's ``init_to_uniform`` box ``(-2, 2)``, half prior draws (``init_to_sample``,
     which falls back to the box for improper priors). ``prototype`` gives the sites'
-    shapes and order (:func:`ravel_sites`)."""
+    shapes and order (:func:`ravel_sites`). Called outside ``jit``: the box points are
+    drawn with NumPy, seeded by ``rng_key``'s data."""
     if num_starts < 2:
         raise ValueError(f"num_starts must be at least 2, got {num_starts}.")
     key_box, key_prior = jax.random.split(rng_key)
     dim = sum(int(np.prod(v.shape)) for v in prototype.values())
     dtype = jnp.result_type(*[v.dtype for v in prototype.values()])
     num_prior = num_starts // 2
-    box = jax.random.uniform(key_box, (num_starts - num_prior, dim), dtype, -2.0, 2.0)
+    # Drawn on the host: a jax.random draw here compiled a kernel for each model size.
+    box = numpy_generator(key_box).uniform(-2.0, 2.0, (num_starts - num_prior, dim))
 
     def prior_draw(key):
         seeded = handlers.seed(model, key)
@@ -211,7 +214,7 @@ def start_points(rng_key, model, model_args, model_kwargs, num_starts: int, prot
     # Vectorised but not compiled: one batched run of the model's ops costs less than
     # compiling it (the model has usually just been run, so its ops are cached).
     prior = jax.vmap(prior_draw)(jax.random.split(key_prior, num_prior)).astype(dtype)
-    return jnp.concatenate([box, prior])
+    return jnp.concatenate([jnp.asarray(box, dtype), prior])
 
 
 def modes_from_starts(

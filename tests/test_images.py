@@ -201,7 +201,7 @@ def test_variational_dequantization_log_density():
     q = VariationalDequantization(5, hidden_channels=8, num_steps=2)
     params = random(q.init(jax.random.key(0), (4, 4, 2)), scale=0.3)
     k = jnp.asarray(np.random.default_rng(1).integers(0, 5, (1, 4, 4, 2)), jnp.float32)
-    e = normal(3, k.shape)
+    e = jax.random.normal(jax.random.key(3), k.shape)  # the draw q makes with key 3
 
     @jax.jit
     def check(params):
