@@ -9,7 +9,8 @@ Sections: ``compile_time`` (set-up + compile of each guide, before and after a c
 ``fit_guide`` compiles besides its training loop, before and after a change),
 ``time_to_quality`` (KL at equal
 wall budgets with compile included, and long runs), ``speed`` (SVI step and compile time,
-compile time against depth), ``quality``
+compile time against depth), ``step_breakdown`` (a step's dispatch against its compiled
+compute), ``quality``
 (equal wall-clock budget: ELBO, KL, k-hat), ``modes`` (multimodal targets: KL, share of
 draws per mode), ``neutra`` (NeuTra-NUTS vs NUTS),
 ``posteriordb`` (accuracy against reference posteriors), ``images`` (image flows on the
@@ -31,6 +32,7 @@ SECTIONS = {
     "fit_guide_compile": "benchmarks.fit_guide_compile",
     "time_to_quality": "benchmarks.time_to_quality",
     "speed": "benchmarks.speed",
+    "step_breakdown": "benchmarks.step_breakdown",
     "quality": "benchmarks.quality",
     "modes": "benchmarks.modes",
     "neutra": "benchmarks.neutra_bench",
