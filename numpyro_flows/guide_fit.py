@@ -414,9 +414,9 @@ def _psis_draws(guide, khat_samples, model_args, model_kwargs):
 
 
 def _khat_of(draw, rng_key, params) -> float:
-    """PSIS k-hat of the guide at ``params`` (``inf`` where no ratio is finite)."""
+    """PSIS k-hat of the guide at ``params`` (:func:`~numpyro_flows.laplace.khat_or_inf`)."""
     _, log_p, log_q = draw(rng_key, _strongly_typed(params))
-    return khat_or_inf(np.asarray(log_p, np.float64) - np.asarray(log_q, np.float64))
+    return khat_or_inf(log_p, log_q)
 
 
 def _strongly_typed(params):

@@ -108,33 +108,42 @@ def laplace_khat(potential_fn, result: LaplaceResult, rng_key, num_samples: int 
         num_samples: draws from the approximation.
 
     Returns:
-        k-hat (``inf`` where the ratios are degenerate or the result has no scale).
+        k-hat (see :func:`khat_or_inf`; ``inf`` where the result has no scale).
     """
     if result.scale_tril is None:
         return float("inf")
-    log_ratios = _laplace_log_ratios(
+    log_p, log_q = _laplace_log_densities(
         potential_fn, result.loc, result.scale_tril, rng_key, num_samples
     )
-    return khat_or_inf(log_ratios)
+    return khat_or_inf(log_p, log_q)
 
 
-def khat_or_inf(log_ratios) -> float:
-    """PSIS k-hat of log importance ratios, ``inf`` where none is finite (a proposal
-    whose every draw lies where the target has no density is as bad as it gets)."""
-    ratios = np.asarray(log_ratios, np.float64)
-    if not np.any(np.isfinite(ratios)):
+def khat_or_inf(log_p, log_q) -> float:
+    """PSIS k-hat of a proposal from ``log p`` and ``log q`` at its draws: ``inf`` where no
+    ratio is finite (every draw lies where the target has no density: as bad as it gets),
+    ``-inf`` where ``log p`` moves exactly with ``log q`` (the proposal is the posterior up
+    to its normaliser, e.g. the Laplace Gaussian of a Gaussian model: equal weights, no
+    tail to fit). The ratios are taken in float64, so float32 rounding of a large
+    ``log p - log q`` cannot make them equal."""
+    log_p, log_q = np.asarray(log_p, np.float64), np.asarray(log_q, np.float64)
+    ratios = log_p - log_q
+    finite = np.isfinite(ratios)
+    if not np.any(finite):
         return float("inf")
+    if np.ptp(ratios[finite]) == 0 and np.ptp(log_q[finite]) > 0:
+        return float("-inf")
     return float(psis_from_log_ratios(ratios).khat)
 
 
 # Module level, the potential static: a second check with the same potential (a guide
 # trying two candidate modes) reuses the compiled function.
 @functools.partial(jax.jit, static_argnums=(0, 4))
-def _laplace_log_ratios(potential_fn, loc, scale_tril, key, num_samples):
+def _laplace_log_densities(potential_fn, loc, scale_tril, key, num_samples):
+    """``(log p, log q)`` at draws from the Laplace Gaussian (both up to constants)."""
     eps = jax.random.normal(key, (num_samples, loc.shape[-1]), loc.dtype)
     z = loc + eps @ scale_tril.T
     log_q = -0.5 * jnp.sum(eps**2, -1) - jnp.sum(jnp.log(jnp.diag(scale_tril)))
-    return -jax.vmap(potential_fn)(z) - log_q
+    return -jax.vmap(potential_fn)(z), log_q
 
 
 __all__ = [

@@ -18,6 +18,7 @@ from numpyro_flows.diagnostics import (
     psis_from_log_ratios,
     psis_resample,
 )
+from numpyro_flows.laplace import khat_or_inf
 from numpyro_flows.monitoring import run_svi_with_khat
 from numpyro_flows.reports import khat_verdict, verdict_is_bad
 
@@ -216,3 +217,13 @@ def test_bad_input_gets_an_error_naming_the_fix(normal_run):
     svi = SVI(normal_normal, guide, optax.adam(1e-2), Trace_ELBO())
     with pytest.raises(ValueError, match="check_every"):
         run_svi_with_khat(key, svi, 10, check_every=0, progress_bar=False)
+
+
+def test_khat_of_an_exact_proposal_and_of_one_without_target_density():
+    # The Laplace Gaussian of a Gaussian model: log p moves exactly with log q (equal
+    # weights, no tail to fit). It is a perfect start, not a degenerate one.
+    log_q = -0.5 * np.random.default_rng(0).standard_normal(200) ** 2
+    assert khat_or_inf(log_q - 12.3, log_q) == -np.inf
+    assert khat_or_inf(np.full(200, -np.inf), log_q) == np.inf
+    noisy = log_q + 0.01 * np.random.default_rng(1).standard_normal(200)
+    assert khat_or_inf(noisy, log_q) < 0.7
