@@ -45,6 +45,7 @@ def test_trains_to_a_correlated_gaussian():
     np.testing.assert_allclose(jnp.cov(z.T), COV, atol=0.06)
 
 
+@pytest.mark.slow  # 7 s; by default test_autoguides checks init_loc_fn on AutoNeuralSpline
 def test_init_loc_fn_is_honoured():
     init = jnp.array([3.0, 4.0])
     guide = AutoBNAF(correlated_gaussian, init_loc_fn=init_to_value(values={"z": init}))
