@@ -11,6 +11,10 @@ interleaved across guides, for two seeds:
 - in scan: 200 steps inside one compiled ``lax.scan`` (``svi.run(progress_bar=False)``
   runs its steps so), per step: the compiled step alone.
 
+Our guides keep each flow's parameters as one vector at their param site
+(:mod:`numpyro_flows._param_packing`); ``AutoIAF (flow leaf by leaf)`` is the same guide
+with the flow's pytree stored leaf by leaf, as before, for the before/after in one run.
+
     python -m benchmarks.step_breakdown [--quick]
 """
 
@@ -21,18 +25,33 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import numpyro
 import optax
 from numpyro.infer import SVI, Trace_ELBO
 
 from benchmarks.common import write_json
 from benchmarks.guides import NUMPYRO, OURS
 from benchmarks.models import MODELS
+from numpyro_flows import AutoIAF
 
 PARTICLES = 8
 SCAN_STEPS = 200
-GUIDES = ("AutoIAF", "AutoRealNVP", "AutoNeuralSpline", "numpyro.AutoIAFNormal")
+LEAF_BY_LEAF = "AutoIAF (flow leaf by leaf)"
+GUIDES = ("AutoIAF", LEAF_BY_LEAF, "AutoRealNVP", "AutoNeuralSpline", "numpyro.AutoIAFNormal")
 BASELINE = "numpyro.AutoIAFNormal"
+
+
+class _LeafByLeafIAF(AutoIAF):
+    """``AutoIAF`` with its flow's parameters stored leaf by leaf at the param site, as
+    before they were packed into one vector: the before of the packing, in the same run."""
+
+    def _flow_params(self):
+        dim, dtype = self.latent_dim, jnp.result_type(self._init_latent)
+        return numpyro.param(
+            f"{self.prefix}_flow", lambda key: self.flow.init(key, dim, dtype=dtype)
+        )
 
 
 def _compiled(model, make_guide, seed: int) -> dict:
@@ -64,7 +83,7 @@ def _in_scan_us(scanned, state) -> float:
 
 
 def breakdown(model_name: str, seeds, rounds: int, calls: int) -> dict:
-    guides = {**OURS, **NUMPYRO}
+    guides = {**OURS, **NUMPYRO, LEAF_BY_LEAF: _LeafByLeafIAF}
     model = MODELS[model_name][0]
     times = {name: {"per_call": [], "dispatch": [], "in_scan": []} for name in GUIDES}
     leaves = {}
@@ -88,7 +107,7 @@ def breakdown(model_name: str, seeds, rounds: int, calls: int) -> dict:
             row[f"{kind}_ratio"] = statistics.median(np.asarray(values) / base)
         out[name] = row
         print(
-            f"{model_name:12s} {name:24s} arrays {row['state_arrays']:3d}  per call "
+            f"{model_name:12s} {name:28s} arrays {row['state_arrays']:3d}  per call "
             f"{row['per_call_us']:6.0f} us ({row['per_call_ratio']:.2f})  dispatch "
             f"{row['dispatch_us']:6.0f} us  in scan {row['in_scan_us']:6.0f} us "
             f"({row['in_scan_ratio']:.2f})",

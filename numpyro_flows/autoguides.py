@@ -47,6 +47,7 @@ from numpyro_flows._guide_support import (
     picklable_or_none,
     reject_discrete_latents,
 )
+from numpyro_flows._param_packing import packed_param, param_layouts
 from numpyro_flows.bijections import Chain
 from numpyro_flows.flows import Flow
 from numpyro_flows.laplace import laplace_approximation, laplace_khat
@@ -69,8 +70,9 @@ class AutoFlow(AutoContinuous):
         model: a NumPyro model.
         flow: a :class:`~numpyro_flows.flows.Flow` (e.g. ``numpyro_flows.flows.iaf()``);
             it maps a standard normal base to the standardised latent space.
-        prefix: prefix of the param sites (``{prefix}_flow``, ``{prefix}_loc``,
-            ``{prefix}_scale`` or ``{prefix}_scale_tril``).
+        prefix: prefix of the param sites (``{prefix}_flow``, the flow's parameters as
+            one vector, see :meth:`flow_params`; ``{prefix}_loc``; ``{prefix}_scale`` or
+            ``{prefix}_scale_tril``).
         init_loc_fn: a NumPyro init strategy; the guide starts centred there.
         init_scale: initial scale of the affine layer (as ``AutoNormal``'s ``init_scale``).
         affine: ``"diagonal"`` (a per-dimension scale) or ``"full"`` (a lower-triangular
@@ -232,9 +234,17 @@ class AutoFlow(AutoContinuous):
     def _flow_params(self):
         dim = self.latent_dim
         dtype = jnp.result_type(self._init_latent)
-        return numpyro.param(
-            f"{self.prefix}_flow", lambda key: self.flow.init(key, dim, dtype=dtype)
+        return packed_param(
+            f"{self.prefix}_flow",
+            lambda key: self.flow.init(key, dim, dtype=dtype),
+            param_layouts(self),
         )
+
+    def flow_params(self, params: dict):
+        """The flow's parameters from the guide's ``params`` (``svi.get_params(state)``):
+        the pytree ``self.flow.init`` gives. The ``{prefix}_flow`` site holds them as one
+        vector, which keeps the SVI state small (see :mod:`numpyro_flows._param_packing`)."""
+        return numpyro.handlers.substitute(self._flow_params, params)()
 
     def _affine_params(self, init_loc, init_scale: float):
         """``(loc, scale)`` of the learnable affine layer, starting at ``init_loc`` and

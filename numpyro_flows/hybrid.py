@@ -66,6 +66,7 @@ from numpyro_flows._guide_support import (
     picklable_or_none,
     reject_discrete_latents,
 )
+from numpyro_flows._param_packing import packed_param, param_layouts
 from numpyro_flows.bijections.base import conditioner_input
 from numpyro_flows.flows import Flow
 from numpyro_flows.nn.common import dense_init, dense_stack_init, get_activation
@@ -406,9 +407,10 @@ class AutoHybridFlow(AutoGuide):
     def _global_params(self):
         dtype = self._dtype()
         dim = self.global_dim
-        flow = numpyro.param(
+        flow = packed_param(
             f"{self.prefix}_global_flow",
             lambda key: self.global_flow.init(key, dim, dtype=dtype),
+            param_layouts(self),
         )
         loc = numpyro.param(f"{self.prefix}_global_loc", self._global_init)
         scale = numpyro.param(
@@ -441,10 +443,13 @@ class AutoHybridFlow(AutoGuide):
             )
             return {"trunk": trunk, "head": head, "slopes": slopes}
 
-        encoder = numpyro.param(f"{self.prefix}_{part.plate}_encoder", init_encoder)
-        flow = numpyro.param(
+        encoder = packed_param(
+            f"{self.prefix}_{part.plate}_encoder", init_encoder, param_layouts(self)
+        )
+        flow = packed_param(
             f"{self.prefix}_{part.plate}_flow",
             lambda key: self.local_flow.init(key, part.latent_dim, widths[-1], dtype=dtype),
+            param_layouts(self),
         )
         return encoder, flow
 

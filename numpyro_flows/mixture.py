@@ -33,6 +33,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import LowerCholeskyAffine
 
 from numpyro_flows import flows
+from numpyro_flows._param_packing import packed_param, param_layouts
 from numpyro_flows.autoguides import AutoFlow
 from numpyro_flows.bijections import Chain
 from numpyro_flows.bijections.base import _is_concrete
@@ -239,16 +240,23 @@ class AutoFlowMixture(AutoFlow):
         return int(self.frame[0].shape[0])
 
     # ------------------------------------------------------------------ the posterior
-    def _component_params(self):
-        locs, trils = self.frame
-        count, dim = locs.shape
+    def _flow_params(self):
+        """The components' flow parameters, stacked (a leading axis of ``K``)."""
+        count, dim = self.frame[0].shape
         dtype = jnp.result_type(self._init_latent)
-        flow_params = numpyro.param(
+        return packed_param(
             f"{self.prefix}_flow",
             lambda key: jax.vmap(lambda k: self.flow.init(k, dim, dtype=dtype))(
                 jax.random.split(key, count)
             ),
+            param_layouts(self),
         )
+
+    def _component_params(self):
+        locs, trils = self.frame
+        count, dim = locs.shape
+        dtype = jnp.result_type(self._init_latent)
+        flow_params = self._flow_params()
         loc, scale = self._affine_params(jnp.zeros((count, dim), dtype), 1.0)
         return {"flow": flow_params, "loc": loc, "scale": scale, "frame": (locs, trils)}
 

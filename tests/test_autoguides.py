@@ -31,8 +31,9 @@ from numpyro.infer import SVI, Predictive, Trace_ELBO, TraceMeanField_ELBO
 from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.initialization import init_to_value
 
-from numpyro_flows import AutoFlow, AutoIAF, AutoNeuralSpline, AutoRealNVP, flows
+from numpyro_flows import AutoFlow, AutoIAF, AutoNeuralSpline, AutoRealNVP, _param_packing, flows
 from numpyro_flows.serialization import load_guide, save_guide
+from numpyro_flows.testing import randomize_params
 
 PRESETS = {
     "iaf": lambda model, **kw: AutoIAF(model, **kw),
@@ -182,14 +183,47 @@ def test_autoiaf_takes_autoiafnormal_arguments():
         funnel, num_flows=2, hidden_dims=[8, 8], skip_connections=True, nonlinearity=stax.Tanh
     )
     params = fit(guide, funnel, steps=50)
-    made = params["auto_flow"]  # the MADE parameters of both layers, stacked
+    made = guide.flow_params(params)  # the MADE parameters of both layers, stacked
     assert [layer["w"].shape for layer in made["hidden"]] == [(2, 5, 8), (2, 8, 8)]
     assert "skip" in made
     default = AutoIAF(funnel)
     svi = SVI(funnel, default, optax.adam(1e-3), Trace_ELBO())
     default_params = svi.get_params(svi.init(jax.random.key(0)))
     # NumPyro's default: two hidden layers as wide as the latent dimension.
-    assert [layer["w"].shape[-1] for layer in default_params["auto_flow"]["hidden"]] == [5, 5]
+    hidden = default.flow_params(default_params)["hidden"]
+    assert [layer["w"].shape[-1] for layer in hidden] == [5, 5]
+
+
+def test_the_flow_site_holds_one_vector_and_a_pytree_there_still_works():
+    guide = AutoIAF(funnel, num_flows=2)
+    svi = SVI(funnel, guide, optax.adam(1e-3), Trace_ELBO())
+    state = svi.init(jax.random.key(0))
+    params = svi.get_params(state)
+    tree = guide.flow_params(params)
+    # One vector: the SVI state is its value, Adam's two moments of it, and the affine
+    # layer's (fewer arrays to create on each step called from Python).
+    assert params["auto_flow"].shape == (sum(leaf.size for leaf in jax.tree.leaves(tree)),)
+    assert len(jax.tree.leaves(state)) == 12
+    # A pytree at the site (params saved before packing) is the flow's params as they are.
+    params = {**params, "auto_flow": randomize_params(tree, jax.random.key(1), 0.3)}
+    packed = {
+        **params,
+        "auto_flow": jnp.concatenate([a.ravel() for a in jax.tree.leaves(params["auto_flow"])]),
+    }
+    key = jax.random.key(2)
+    np.testing.assert_array_equal(
+        guide.sample_posterior(key, params, sample_shape=(4,))["x"],
+        guide.sample_posterior(key, packed, sample_shape=(4,))["x"],
+    )
+
+
+def test_a_large_flow_keeps_its_pytree_at_the_site(monkeypatch):
+    monkeypatch.setattr(_param_packing, "PACK_MAX_VALUES", 100)
+    guide = AutoIAF(funnel, num_flows=2)
+    svi = SVI(funnel, guide, optax.adam(1e-3), Trace_ELBO())
+    params = svi.get_params(svi.init(jax.random.key(0)))
+    assert isinstance(params["auto_flow"], dict)
+    assert guide.flow_params(params) is params["auto_flow"]
 
 
 @pytest.mark.slow

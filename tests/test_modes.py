@@ -71,6 +71,9 @@ def mixture_fit():
 def test_mixture_guide_keeps_both_modes_in_its_draws_and_density(mixture_fit):
     guide, params = mixture_fit
     assert guide.num_components == 2
+    # One flow per component, stacked; kept at the param site as one vector.
+    assert params["auto_flow"].ndim == 1
+    assert all(leaf.shape[0] == 2 for leaf in jax.tree.leaves(guide.flow_params(params)))
     np.testing.assert_allclose(guide.mixture_weights(params), [0.5, 0.5], atol=0.05)
     assert guide.affine == "full"
     draws = guide.sample_posterior(jax.random.key(1), params, sample_shape=(4000,))

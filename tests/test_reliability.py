@@ -164,10 +164,10 @@ def test_a_loaded_guide_given_another_guides_params_says_so(saved_guide):
     guide, _ = load_guide(saved_guide)
     key = jax.random.key(1)
     other = initial_params(three_latents, AutoNeuralSpline(three_latents))
-    with pytest.raises(ValueError, match="params are for events of size 3, but .* size 2"):
+    with pytest.raises(ValueError, match="'auto_flow' holds 1611 values where .* has 1170"):
         guide.sample_posterior(key, other, sample_shape=(5,))
     iaf = initial_params(two_latents, AutoIAF(two_latents))
-    with pytest.raises(ValueError, match="These params do not fit the neural_spline flow"):
+    with pytest.raises(ValueError, match="made for another guide"):
         guide.sample_posterior(key, iaf, sample_shape=(5,))
 
 
