@@ -252,7 +252,8 @@ def neutra_guide():
     svi = SVI(gaussian, guide, optax.adam(1e-3), Trace_ELBO())
     params = svi.get_params(svi.init(jax.random.key(0)))
     # A generic, non-identity flow: NeuTra is exact whatever the guide.
-    params["auto_flow"] = randomize_params(params["auto_flow"], jax.random.key(1), 0.3)
+    # (the flow's pytree: weight matrices get noise scaled by their fan-in)
+    params["auto_flow"] = randomize_params(guide.flow_params(params), jax.random.key(1), 0.3)
     return guide, params
 
 

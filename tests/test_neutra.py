@@ -41,8 +41,10 @@ def test_reparameterised_potential_identity(name):
     guide = GUIDES[name](eight_schools)
     svi = SVI(eight_schools, guide, optax.adam(1e-3), Trace_ELBO())
     params = svi.get_params(svi.init(jax.random.key(0)))
-    # Move away from the identity init.
-    params = {**params, "auto_flow": randomize_params(params["auto_flow"], jax.random.key(1), 0.3)}
+    # Move away from the identity init: noise on the flow's pytree, so that weight matrices
+    # get it scaled by their fan-in (the param site takes a pytree as it is).
+    flow = randomize_params(guide.flow_params(params), jax.random.key(1), 0.3)
+    params = {**params, "auto_flow": flow}
     reparam = neutra_reparam(guide, params)
     warped = reparam.reparam(eight_schools)
     transform = guide.get_transform(params)
