@@ -56,6 +56,7 @@ def run_checks(checks):
     assert result.stdout.count(": ok") == sum(checks.values()), result.stdout
 
 
+@pytest.mark.slow  # a fresh process on 8 simulated devices; the one-device checks stay
 def test_sharded_svi_equals_the_single_device_run():
     run_checks(SVI_CHECKS)
 

@@ -147,6 +147,7 @@ def test_image_flow_contract_and_fresh_identity(name):
     check_transform(flow.transform(random(params, scale=0.2)), z, log_det_rtol=1e-5)
 
 
+@pytest.mark.slow  # the default run checks the image inputs' errors below without a fit
 def test_fit_dequantized_images_then_sample_and_score_them():
     # 4 x 4 "images" of 5 levels: two blobs, so there is structure to learn.
     rng = np.random.default_rng(0)
@@ -180,10 +181,19 @@ def test_fit_dequantized_images_then_sample_and_score_them():
     assert log_p.shape == (5,) and np.isfinite(log_p).all()
     z, _ = flow.transform(result.params).inverse_and_log_det(samples)
     assert not np.allclose(log_p, d.base_dist.log_prob(z))
+
+
+def test_image_flows_name_the_problem_with_their_inputs():
+    flow = flows.multiscale_glow(1, 2, 8)
+    levels = np.random.default_rng(0).integers(0, 5, (20, *IMAGE_SHAPE))
+    d = FlowDistribution(flow, flow.init(jax.random.key(0), IMAGE_SHAPE))
+    images = np.full((2, *IMAGE_SHAPE), 0.5, np.float32)
     with pytest.raises(ValueError, match=r"images of shape \(4, 4, 2\)"):
-        d.log_prob(samples[..., :1])
+        d.log_prob(images[..., :1])
+    images[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        d.log_prob(samples.at[0, 0, 0, 0].set(jnp.nan))
+        d.log_prob(images)
+    dequantize = UniformDequantization(5)
     with pytest.raises(ValueError, match="height and width must be divisible by 2"):
         flow.init(jax.random.key(0), (5, 6, 1))
     with pytest.raises(ValueError, match=r"\(height, width, channels\)"):
