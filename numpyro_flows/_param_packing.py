@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 
+from numpyro_flows.bijections.base import _is_concrete
+
 # Larger flows keep their leaves: dispatch is then a small part of a step, and XLA's CPU
 # concatenation of the gradient (the transpose of the split) slows the step instead, by
 # 12-23% at 0.1-0.2 million values and 8x for AutoBNAF's 0.33 million at 60 latents.
@@ -66,7 +68,8 @@ def param_layouts(guide) -> dict:
 def unpack(layout, vector, name: str = "packed"):
     """The pytree of ``layout`` (from :func:`packed_param`) that ``vector`` holds."""
     treedef, leaves = layout
-    size = _size(layout)
+    sizes = [math.prod(shape) for shape, _ in leaves]
+    size = sum(sizes)
     if jnp.shape(vector) != (size,):
         raise ValueError(
             f"The param site '{name}' holds {jnp.shape(vector)[0]} values where this guide's "
@@ -74,8 +77,8 @@ def unpack(layout, vector, name: str = "packed"):
             "architecture or latent size). Pass the params this guide was trained with "
             "(svi.get_params(state), or load_guide's)."
         )
-    offsets = np.cumsum([math.prod(shape) for shape, _ in leaves])[:-1]
-    if isinstance(vector, jax.core.Tracer):
+    offsets = np.cumsum(sizes)[:-1]
+    if not _is_concrete(vector):
         # One split, whose gradient is one concatenation (a slice per leaf pads each
         # leaf's gradient to the whole vector).
         parts = jnp.split(vector, offsets)
@@ -100,7 +103,7 @@ def _layout(tree):
 def _ravel(tree):
     leaves = jax.tree_util.tree_leaves(tree)
     dtype = jnp.result_type(*leaves)
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+    if not _is_concrete(leaves):
         return jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in leaves])
     # On the host: no kernel to compile for each new set of shapes.
     return jnp.asarray(np.concatenate([np.ravel(leaf).astype(dtype) for leaf in leaves]))
