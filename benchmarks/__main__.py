@@ -5,7 +5,9 @@
     python -m benchmarks --only speed quality
 
 Sections: ``compile_time`` (set-up + compile of each guide, before and after a change:
-``python -m benchmarks.compile_time --before-ref REF``), ``fit_guide_compile`` (what
+``python -m benchmarks.compile_time --before-ref REF``), ``compile_anatomy`` (set-up +
+compile split into XLA's backend, lowering and Python; XLA's optimisation level 1 beside
+the default), ``fit_guide_compile`` (what
 ``fit_guide`` compiles besides its training loop, before and after a change),
 ``time_to_quality`` (KL at equal
 wall budgets with compile included, and long runs), ``speed`` (SVI step and compile time,
@@ -29,6 +31,7 @@ from benchmarks.report import write_report
 
 SECTIONS = {
     "compile_time": "benchmarks.compile_time",
+    "compile_anatomy": "benchmarks.compile_anatomy",
     "fit_guide_compile": "benchmarks.fit_guide_compile",
     "time_to_quality": "benchmarks.time_to_quality",
     "speed": "benchmarks.speed",

@@ -91,12 +91,13 @@ def _run_worker(pythonpath: Path, cases, seed: int) -> dict:
     return run_in_worker(__file__, pythonpath, ["--worker", json.dumps(cases), "--seed", str(seed)])
 
 
-def run_in_worker(script, pythonpath: Path, args: list[str]) -> dict:
+def run_in_worker(script, pythonpath: Path, args: list[str], env: dict | None = None) -> dict:
     """The JSON a worker ``script`` prints last, run with the ``numpyro_flows`` of
-    ``pythonpath``; it reports the package it imported under ``"package"``."""
+    ``pythonpath`` (and ``env`` added to the environment); it reports the package it
+    imported under ``"package"``."""
     # Run as a script from a neutral directory, so that `numpyro_flows` is the one on
     # PYTHONPATH (the worktree's, for "before"), not the working tree's.
-    env = dict(os.environ, PYTHONPATH=str(pythonpath))
+    env = dict(os.environ, **(env or {}), PYTHONPATH=str(pythonpath))
     command = [sys.executable, str(script), *args]
     with tempfile.TemporaryDirectory() as cwd:
         done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)

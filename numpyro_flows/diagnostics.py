@@ -23,6 +23,7 @@ from numpyro.infer.util import constrain_fn, potential_energy
 from scipy.special import logsumexp
 
 from numpyro_flows._arviz_import import import_arviz
+from numpyro_flows._compile import package_jit
 from numpyro_flows._guide_support import check_params, ensure_setup, require_continuous
 from numpyro_flows.hybrid import AutoHybridFlow
 
@@ -160,7 +161,7 @@ def log_ratio_fn(guide, *args, num_samples: int = 1000, **kwargs) -> Callable:
         model = model_with_fitted_params(guide, params)
         return -potential_energy(model, args, kwargs, guide._unpack_latent(z))
 
-    @jax.jit
+    @package_jit
     def draw(rng_key, params):
         if is_mixture:
             # A mixture of flows (AutoFlowMixture) has a density but no single transform.

@@ -29,6 +29,7 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoContinuous, AutoGuide
 from tqdm.auto import tqdm
 
+from numpyro_flows._compile import package_jit
 from numpyro_flows._guide_support import latent_sites, reject_discrete_latents
 from numpyro_flows.autoguides import LAPLACE_KHAT_MAX, AutoIAF
 from numpyro_flows.checks import check_model_data
@@ -317,7 +318,7 @@ def fit_guide(
             state = _init_svi(svi, key_init, model_args, model_kwargs)
             draw = _psis_draws(guide, khat_samples, model_args, model_kwargs)
 
-    @jax.jit
+    @package_jit
     def run_chunk(state, num_active):
         # Every chunk has the same length (one compilation); steps past `num_active` (the
         # end of a fixed budget) leave the state as it is.

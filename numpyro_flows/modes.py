@@ -37,6 +37,7 @@ from numpyro.infer.initialization import init_to_sample, init_to_uniform
 from numpyro.infer.util import potential_energy
 from scipy.special import logsumexp
 
+from numpyro_flows._compile import package_jit
 from numpyro_flows._guide_support import inverse_hessian, minimise
 from numpyro_flows._random import numpy_generator
 
@@ -265,7 +266,7 @@ def _search(potential_fn, starts, max_iterations, tolerance):
     """L-BFGS from every start (vectorised), then the Laplace factor at each end point;
     ``nan`` where the curvature is not positive or the end point is not at a mode."""
 
-    @jax.jit
+    @package_jit
     def run(starts):
         def one(z0):
             z, _, _ = minimise(potential_fn, z0, max_iterations, tolerance, _solver())

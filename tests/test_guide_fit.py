@@ -219,3 +219,21 @@ def test_a_loss_that_stays_nan_is_an_error_naming_the_fix():
         )
     with pytest.raises(ValueError, match="not finite at any initial point"):
         fit_guide(jax.random.key(0), nan_everywhere, progress_bar=False, **SMALL)
+
+
+def test_package_jit_compiles_the_same_function_with_cpu_options(monkeypatch):
+    """package_jit (fit_guide's chunk, the mode search, the PSIS draws) is jax.jit with
+    XLA's backend optimisation level 1 on the CPU: the same values, as a decorator with
+    jit's keywords too, and options XLA accepts (an unknown option name would fail here)."""
+    from numpyro_flows import _compile
+
+    def f(x, n):
+        return jnp.sum(jnp.sin(x) ** n)
+
+    x = jnp.linspace(0.0, 1.0, 5)
+    decorated = _compile.package_jit(static_argnums=1)(f)
+    np.testing.assert_allclose(decorated(x, 2), jax.jit(f, static_argnums=1)(x, 2), rtol=1e-6)
+    monkeypatch.setattr(_compile, "CPU_COMPILER_OPTIONS", {"not_an_xla_option": 1})
+    if _compile._JIT_TAKES_OPTIONS and jax.default_backend() == "cpu":
+        with pytest.raises(Exception, match="not_an_xla_option"):
+            _compile.package_jit(f, static_argnums=1)(x, 3)
