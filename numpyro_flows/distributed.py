@@ -43,6 +43,8 @@ from numpyro.handlers import substitute
 from numpyro.infer import SVI
 from numpyro.infer.svi import SVIState
 
+from numpyro_flows.bijections.base import _is_concrete
+
 DATA_AXIS = "data"
 CHAIN_AXIS = "chains"
 
@@ -120,7 +122,7 @@ def shard_batch(batch, mesh: Mesh, axis_name: str = DATA_AXIS):
                 "Every leaf of a sharded batch needs a leading batch axis; got a scalar. Pass "
                 "constants (such as the data size) through model_kwargs instead."
             )
-        if isinstance(leaf, jax.core.Tracer):  # inside jit or lax.scan: a constraint
+        if not _is_concrete(leaf):  # inside jit or lax.scan: a constraint
             _check_divisible(np.shape(leaf)[0], size, axis_name)
             return jax.lax.with_sharding_constraint(leaf, sharding)
         if isinstance(leaf, jax.Array) and leaf.sharding == sharding:

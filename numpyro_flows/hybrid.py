@@ -725,6 +725,22 @@ class AutoHybridFlow(AutoGuide):
         state["local_inputs"] = picklable_or_none(state.get("local_inputs"))
         return state
 
+    def flow_params(self, params: dict) -> dict:
+        """The networks' parameters from the guide's ``params``, as pytrees:
+        ``{"global": global flow, plate: {"encoder": ..., "flow": local flow}}``. Their param
+        sites hold each as one vector, which keeps the SVI state small
+        (:mod:`numpyro_flows._param_packing`); the guide must have run (``svi.init``)."""
+        if not self._is_set_up:
+            raise RuntimeError(
+                "This guide has not been set up yet: run svi.init (or the guide once) first."
+            )
+        with numpyro.handlers.substitute(data=params):
+            out = {"global": self._global_params()[0]}
+            for plate, part in self._locals.items():
+                encoder, flow = self._local_params(part)
+                out[plate] = {"encoder": encoder, "flow": flow}
+        return out
+
     def num_params(self, params) -> int:
         """Number of parameter values of this guide (it does not grow with the data)."""
         prefix = f"{self.prefix}_"

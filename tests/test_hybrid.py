@@ -127,6 +127,25 @@ def test_parameters_do_not_grow_with_the_data_and_apply_to_new_groups(fitted):
     assert np.all(np.sign(draws["theta"].mean(0) - draws["mu"].mean()) == np.sign(means - 1))
 
 
+def test_flow_params_unpacks_the_networks_of_the_packed_sites(fitted):
+    """Each network's site holds one vector; flow_params gives the pytrees they pack, the
+    same values in the same order."""
+    guide, params = fitted
+    trees = guide.flow_params(params)
+    assert set(trees) == {"global", "groups"}
+    prefix = guide.prefix
+    packed = {
+        "global": params[f"{prefix}_global_flow"],
+        "encoder": params[f"{prefix}_groups_encoder"],
+        "flow": params[f"{prefix}_groups_flow"],
+    }
+    unpacked = {"global": trees["global"], **trees["groups"]}
+    for name, vector in packed.items():
+        assert jnp.ndim(vector) == 1
+        flat = jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(unpacked[name])])
+        np.testing.assert_array_equal(flat, vector)
+
+
 @pytest.mark.slow
 def test_psis_arviz_and_resampling_use_the_full_data(fitted):
     guide, params = fitted
