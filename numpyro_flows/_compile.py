@@ -7,8 +7,9 @@ unchanged step time on the guides measured (``python -m benchmarks.compile_anato
 a second ``fit_guide`` call's set-up by 1.3-1.4 s on eight schools and a logistic
 regression (the mixture guide of a two-mode posterior compiles as long either way).
 
-``package_jit`` applies it to the functions ``fit_guide`` and the diagnostics compile: the
-mode search, the training chunk and the PSIS draws. A user's own ``jax.jit`` (and
+``package_jit`` applies it to the functions ``fit_guide`` and the diagnostics compile (the
+mode search, the training chunk, the PSIS draws) and to the training epoch of ``fit`` for
+vector flows (image flows keep the default level). A user's own ``jax.jit`` (and
 NumPyro's, in ``svi.run``) is untouched; a user may set the level for the whole process
 with ``XLA_FLAGS=--xla_backend_optimization_level=1``.
 """
