@@ -10,11 +10,12 @@ new guide of a kind already used in the process), split with JAX's own duration 
 - *Python*: the rest: the guide's set-up (tracing the model, initial values), tracing the
   step, and the one step itself.
 
-Each guide also runs 200 steps inside one compiled ``lax.scan`` (the compiled step alone,
-median of 5 calls). Worker processes run at XLA's default optimisation level and with
-``XLA_FLAGS=--xla_backend_optimization_level=1`` (fewer LLVM optimisations), alternating,
-two repeats (seeds 0 and 1), medians. The flag is a process-wide setting a user may
-choose; the package does not set it.
+Each guide also runs ``benchmarks.step_breakdown``'s 200 steps inside one compiled
+``lax.scan`` (the compiled step alone, median of 5 calls). Worker processes run at XLA's
+default optimisation level and with ``XLA_FLAGS=--xla_backend_optimization_level=1``
+(fewer LLVM optimisations), alternating, two repeats (seeds 0 and 1), medians. The flag
+is a process-wide setting a user may choose for ``svi.run``; the package uses level 1
+only for the functions it compiles itself (``numpyro_flows._compile``).
 
     python -m benchmarks.compile_anatomy [--repeats 2]
 """
@@ -30,7 +31,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTICLES = 8
-SCAN_STEPS = 200
 LEVELS = {"default": "", "O1": "--xla_backend_optimization_level=1"}
 BACKEND = "/jax/core/compile/backend_compile_duration"
 LOWERING = "/jax/core/compile/jaxpr_to_mlir_module_duration"
@@ -42,6 +42,7 @@ def _measure(name: str, seed: int, events: dict) -> dict:
     from numpyro.infer import SVI, Trace_ELBO
 
     from benchmarks.compile_time import _make
+    from benchmarks.step_breakdown import in_scan_us, scanned_steps
     from numpyro_flows.examples import funnel as model
 
     def new_svi():
@@ -56,17 +57,9 @@ def _measure(name: str, seed: int, events: dict) -> dict:
     wall = time.perf_counter() - t0
     backend, lowering = sum(events[BACKEND]), sum(events[LOWERING])
 
-    @jax.jit
-    def scanned(s):
-        return jax.lax.scan(lambda s, _: (svi.update(s)[0], None), s, None, length=SCAN_STEPS)[0]
-
-    state = result.state
+    scanned, state = scanned_steps(svi), result.state
     jax.block_until_ready(scanned(state))
-    steps = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        jax.block_until_ready(scanned(state))
-        steps.append((time.perf_counter() - t0) / SCAN_STEPS * 1e6)
+    steps = [in_scan_us(scanned, state) for _ in range(5)]
     return {
         "wall_s": wall,
         "backend_s": backend,

@@ -118,8 +118,9 @@ def compile_anatomy_section(p) -> str:
         "Worker processes alternate between XLA's default level and "
         "`XLA_FLAGS=--xla_backend_optimization_level=1`, medians of "
         f"{p['repeats']} (seeds 0 and 1). `fit_guide`'s own compiled functions (the mode "
-        "search, the training chunk, the PSIS draws) use level 1 on the CPU "
-        "(`numpyro_flows._compile`); `svi.run` compiles with the process's setting.\n"
+        "search, the training chunk, the PSIS draws) and `fit`'s epoch for vector flows use "
+        "level 1 on the CPU (`numpyro_flows._compile`); `svi.run` compiles with the process's "
+        "setting.\n"
     )
     lines.extend(_note(p))
     lines.append(

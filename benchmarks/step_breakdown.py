@@ -59,13 +59,20 @@ def _compiled(model, make_guide, seed: int) -> dict:
     state = svi.init(jax.random.key(seed))
     update = jax.jit(svi.update)
     identity = jax.jit(lambda s: s)
+    scanned = scanned_steps(svi)
+    jax.block_until_ready((update(state), identity(state), scanned(state)))
+    return {"update": update, "identity": identity, "scanned": scanned, "state": state}
+
+
+def scanned_steps(svi):
+    """``SCAN_STEPS`` steps of ``svi`` inside one compiled ``lax.scan`` (the compiled step
+    alone, as ``svi.run(progress_bar=False)`` runs its steps)."""
 
     @jax.jit
     def scanned(s):
         return jax.lax.scan(lambda s, _: (svi.update(s)[0], None), s, None, length=SCAN_STEPS)[0]
 
-    jax.block_until_ready((update(state), identity(state), scanned(state)))
-    return {"update": update, "identity": identity, "scanned": scanned, "state": state}
+    return scanned
 
 
 def _per_call_us(fn, state, calls: int) -> float:
@@ -76,7 +83,7 @@ def _per_call_us(fn, state, calls: int) -> float:
     return (time.perf_counter() - t0) / calls * 1e6
 
 
-def _in_scan_us(scanned, state) -> float:
+def in_scan_us(scanned, state) -> float:
     t0 = time.perf_counter()
     jax.block_until_ready(scanned(state))
     return (time.perf_counter() - t0) / SCAN_STEPS * 1e6
@@ -96,7 +103,7 @@ def breakdown(model_name: str, seeds, rounds: int, calls: int) -> dict:
                     _per_call_us(lambda s, c=c: c["update"](s)[1], c["state"], calls)
                 )
                 t["dispatch"].append(_per_call_us(c["identity"], c["state"], calls))
-                t["in_scan"].append(_in_scan_us(c["scanned"], c["state"]))
+                t["in_scan"].append(in_scan_us(c["scanned"], c["state"]))
         leaves.update({name: len(jax.tree.leaves(c["state"])) for name, c in compiled.items()})
     out = {}
     for name in GUIDES:

@@ -1,6 +1,6 @@
 """Compiler options for the functions the package compiles itself.
 
-On the CPU, XLA's backend compile is most of a guide's set-up + compile (82-89% at the
+On the CPU, XLA's backend compile is most of a guide's set-up + compile (80-89% at the
 issue-17 protocol: LLVM's optimisation and machine code, the fusion emitters); the rest is
 tracing and lowering. XLA's backend optimisation level 1 (of 0-3) cut it by 15-45% at an
 unchanged step time on the guides measured (``python -m benchmarks.compile_anatomy``), and
