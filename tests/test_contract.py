@@ -7,11 +7,13 @@ Glow, NICE, planar and radial); the slow run checks every flow at D = 1, 2, 5 an
 600 x 600 Jacobian per flow) and every layer at both sizes and with a context."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from draws import normal
 from registry import FACTORIES, LAYERS, VARIANTS
 
+from numpyro_flows.bijections.base import CONDITIONER_INPUT_SCALE, conditioner_input
 from numpyro_flows.testing import check_transform, randomize_params
 
 DIMS = [1, 2, 5, 50]
@@ -139,3 +141,19 @@ def test_conditional_bijection_contract(name):
     assert not np.allclose(transform(x), other(x))
     single = random_transform(flow, dim, context_dim=context_dim, context=context[0])
     np.testing.assert_allclose(single(x)[0], transform(x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_conditioner_input_derivatives_are_those_of_its_formula():
+    # conditioner_input carries its own slope (a custom JVP): values, first and second
+    # derivatives must be those of the plain formula, inside, at the edge and far out.
+    def formula(x):
+        c = CONDITIONER_INPUT_SCALE
+        return jnp.clip(x, -c, c) + jnp.sign(x) * jnp.log1p(jnp.maximum(jnp.abs(x) - c, 0.0))
+
+    x = jnp.array([-1e4, -7.0, -4.9, -1.0, 0.0, 0.3, 4.99, 5.01, 9.0, 1e4], jnp.float32)
+    np.testing.assert_array_equal(conditioner_input(x), formula(x))
+    for order in (1, 2):
+        ours, plain = conditioner_input, formula
+        for _ in range(order):
+            ours, plain = jax.grad(ours), jax.grad(plain)
+        np.testing.assert_allclose(jax.vmap(ours)(x), jax.vmap(plain)(x), rtol=1e-6)
