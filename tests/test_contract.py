@@ -145,7 +145,8 @@ def test_conditional_bijection_contract(name):
 
 def test_conditioner_input_derivatives_are_those_of_its_formula():
     # conditioner_input carries its own slope (a custom JVP): values, first and second
-    # derivatives must be those of the plain formula, inside, at the edge and far out.
+    # derivatives must be those of the plain formula: inside, either side of the edge at
+    # |x| = 5 and far out.
     def formula(x):
         c = CONDITIONER_INPUT_SCALE
         return jnp.clip(x, -c, c) + jnp.sign(x) * jnp.log1p(jnp.maximum(jnp.abs(x) - c, 0.0))

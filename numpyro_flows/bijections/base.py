@@ -357,8 +357,9 @@ def conditioner_input(x):
 @conditioner_input.defjvp
 def _conditioner_input_jvp(primals, tangents):
     # The slope is 1 / (1 + excess) everywhere: one division, where differentiating clip,
-    # sign and log1p puts more kernels into every layer's backward pass. Measured on an
-    # SVI step of AutoIAF (8 particles, in a lax.scan): 4-11% faster, compile no slower.
+    # sign and log1p puts more kernels into every layer's backward pass. Measured on SVI
+    # steps in a lax.scan (8 particles, 2 to 64 latents): AutoIAF's 3-11% faster, the
+    # other presets' 0-9%; compile not slower in the same runs.
     (x,), (dx,) = primals, tangents
     return conditioner_input(x), dx / (1 + _excess(x))
 
