@@ -210,6 +210,8 @@ def fit_ours(name, train, test, seed, protocol):
     shortens the compiling first fit)."""
     flow = ours(name, protocol["defaults"])
     settings = fit_settings(protocol, OUR_NAMES)
+    if not protocol["defaults"]:
+        settings["ema_decay"] = None  # FlowJAX returns its iterates: so do we, matched
     t0 = time.perf_counter()
     result = fit(jax.random.key(seed), flow, train, progress_bar=False, **settings)
     jax.block_until_ready(result.params)
@@ -393,10 +395,12 @@ def to_markdown(rows, settings) -> str:
         f"{settings['hidden_width']} (one hidden layer, ReLU), {settings['spline_bins']} spline "
         f"bins (FlowJAX's `knots={settings['spline_bins'] - 1}`: it counts the inner knots); "
         "our coupling flows with `invert=True`; neural_spline is the coupling form without "
-        "the extra affine on both sides.",
+        "the extra affine on both sides; ours without its parameter averaging "
+        "(`ema_decay=None`): both libraries return the iterates.",
         "",
         f"**{SECTION_TITLES['defaults']}**: `fit(key, flow, data)` (Adam 1e-3 with clipping, "
-        "batch 128, patience 20, at most 200 epochs) with `maf()`, `realnvp(invert=True)`, "
+        "batch 128, patience 20, at most 200 epochs, validating and returning the params' "
+        "moving average, `ema_decay=0.98`) with `maf()`, `realnvp(invert=True)`, "
         "`neural_spline(coupling=True, invert=True)` and `glow()`, against FlowJAX's "
         "`fit_to_data(key, flow, data)` (Adam 5e-4, batch 100, patience 5, at most 100 "
         "epochs) with `masked_autoregressive_flow`, `coupling_flow` and `coupling_flow` with "

@@ -104,6 +104,7 @@ def run_ours(model: str, seed: int, epochs: int, eval_epoch: int) -> dict:
             num_epochs=num_epochs,
             batch_size=128,
             val_fraction=0.0,
+            ema_decay=None,  # normflows returns its iterates: so do we
             dequantize=dequantize,
             progress_bar=False,
         )

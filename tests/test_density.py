@@ -319,6 +319,38 @@ def test_fit_input_errors_name_the_fix():
         fit(key, flow, np.zeros((100, 2)), context=np.zeros((99, 1)), progress_bar=False)
     with pytest.raises(ValueError, match="val_fraction"):
         fit(key, flow, np.zeros((100, 2)), val_fraction=1.0, progress_bar=False)
+    with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\).*or None"):
+        fit(key, flow, np.zeros((100, 2)), ema_decay=1.0, progress_bar=False)
+
+
+def _constant_steps() -> optax.GradientTransformation:
+    """An "optimiser" that adds 1 to every parameter at every step."""
+    return optax.GradientTransformation(
+        lambda params: optax.EmptyState(),
+        lambda grads, state, params=None: (jax.tree.map(jnp.ones_like, grads), state),
+    )
+
+
+def test_fit_returns_the_moving_average_of_the_iterates():
+    """With iterates ``p0 + k`` after step ``k``, the average after ``n`` steps at decay
+    ``d`` is ``p0 + n - d (1 - d^n) / (1 - d)``; at decay 0 it is the last iterate."""
+    flow = flows.realnvp(2, (8,))
+    data = np.random.default_rng(0).standard_normal((256, 2)).astype(np.float32)
+    start = flow.init(jax.random.key(1), 2)
+    settings = dict(
+        params=start, optimizer=_constant_steps(), num_epochs=2, batch_size=128, val_fraction=0.0
+    )
+    steps, decay = 4, 0.5  # 2 epochs of 2 batches
+    averaged = fit(jax.random.key(0), flow, data, ema_decay=decay, progress_bar=False, **settings)
+    assert averaged.num_steps == steps
+    offset = steps - decay * (1 - decay**steps) / (1 - decay)
+    for got, p0 in zip(jax.tree.leaves(averaged.params), jax.tree.leaves(start), strict=True):
+        np.testing.assert_allclose(got, p0 + offset, rtol=1e-6, atol=1e-6)
+    last = fit(jax.random.key(0), flow, data, ema_decay=0.0, progress_bar=False, **settings)
+    iterates = fit(jax.random.key(0), flow, data, ema_decay=None, progress_bar=False, **settings)
+    for a, b, p0 in zip(*map(jax.tree.leaves, (last.params, iterates.params, start)), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(b, p0 + steps, rtol=1e-6, atol=1e-6)
 
 
 # ---------------------------------------------------------------------- NumPyro models
@@ -405,12 +437,12 @@ def test_early_stopping_waits_out_a_chance_minimum_of_the_validation_loss():
     # A chance dip at epoch 3, then a loss that still improves (slowly) for 30 epochs.
     val = [5.0, 4.0, 3.0, 1.0] + list(np.linspace(2.9, 1.5, 30))
 
-    def run_epoch(train_state, epoch):
+    def run_epoch(carry, epoch):  # carry: the train state and no params' average
         state = TrainState(epoch, None, None, jnp.asarray(epoch))
         info = SimpleNamespace(finite=np.array([True]), loss=np.array([val[epoch]]))
-        return state, info, val[epoch]
+        return (state, None), info, val[epoch]
 
-    start = TrainState(-1, None, None, jnp.asarray(0))
+    start = (TrainState(-1, None, None, jnp.asarray(0)), None)
     result = _train(run_epoch, start, _History(has_val=True), len(val), 5, "test", False)
     # The raw loss alone would have stopped at epoch 8; its 10-epoch mean kept improving.
     assert result.stop_reason == "completed" and len(result.val_losses) == len(val)
