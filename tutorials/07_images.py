@@ -213,7 +213,7 @@ fig.savefig(IMG / "07_samples.png", dpi=110, bbox_inches="tight")
 # `result.dequantizer_params`); the bound then reads
 # `E_q[log p(x) - log q(u | k)] - D log K` and is tighter when `q` puts its noise where the
 # model's density of each cell is high. In the benchmark it lowered the Glow's test
-# bits/dim after 30 epochs from 2.200 to 2.153 (two seeds), at 1.7 times the time per
+# bits/dim after 30 epochs from 2.200 to 2.134 (two seeds), at 1.6 times the time per
 # epoch:
 #
 # ```python

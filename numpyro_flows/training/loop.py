@@ -169,7 +169,9 @@ def fit(
       -2.085 -> -2.059 and -2.139 -> -2.115 on the checkerboard, -1.905 -> -1.878 and
       -1.892 -> -1.872 on two moons, and a 1-D affine fit -2.1487 -> -2.1478 (the
       Gaussian's maximum likelihood: -2.148); 0.995 was within 0.003 of 0.98, 0.9 behind
-      it. Fits run longer (the average improves for longer), not slower per epoch.
+      it. A multiscale Glow on the digits after 30 epochs: 2.200 -> 2.174 bits/dim (two
+      seeds). Fits run more epochs (the average improves for longer); an epoch took
+      0.93-1.04x as long (one process, alternating, MAF, RealNVP, spline and Glow).
     * **Non-finite losses**: the first step with a non-finite loss, gradient or update
       stops training with a ``RuntimeWarning``; the returned params are the best finite
       ones seen (by validation loss, else the last finite ones).
