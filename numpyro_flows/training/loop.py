@@ -158,9 +158,10 @@ def fit(
     * **Dropout** (``flows.maf(dropout=...)``): every training step drops units with a
       fresh key (so ``train_losses`` are those of the thinned networks); the validation
       loss and the returned params' later use are evaluated with the full network.
-    * **Parameter averaging** (Polyak and Juditsky 1992; Flow++, Ho et al. 2019,
-      https://arxiv.org/abs/1902.00275, evaluates its flows so): the optimiser moves the
-      iterates, and after every step ``average += (1 - ema_decay) * (iterate - average)``.
+    * **Parameter averaging** (Polyak and Juditsky 1992; the code of Flow++, Ho et al.
+      2019, https://arxiv.org/abs/1902.00275, trains with one, decay 0.999): the
+      optimiser moves the iterates, and after every step
+      ``average += (1 - ema_decay) * (iterate - average)``.
       The validation loss, early stopping and the returned params use the average, which
       smooths away the step-to-step noise of Adam. At the default 0.98 it spans the last
       ~50 steps. Measured at ``fit``'s other defaults on the data of
