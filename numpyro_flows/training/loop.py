@@ -443,7 +443,7 @@ def _run_epoch(
     (train_state, average, _), infos = jax.lax.scan(
         body, (train_state, average, jnp.array(True)), batches
     )
-    evaluated = train_state.params if average is None else average
+    evaluated = _evaluated((train_state, average))[0]
     # With a variational dequantizer the validation levels get the same noise every epoch.
     val_key = (jax.random.key(0),) if variational else ()
     val_loss = (
