@@ -269,8 +269,8 @@ def main(argv=None):
 
     num_train, num_test = (2000, 2000) if args.quick else (3000, 3000)
     # Over seeds the held-out log-likelihood of one row spreads by 0.02-0.13 nats, so a
-    # median of three is no finer than the 0.02 nats the matched comparison allows. With six
-    # the checkerboard's affine coupling read -0.023 on seeds 0-5 and 0-11 and -0.005 on
+    # median of three is no finer than the 0.02 nats the matched comparison allows. The
+    # checkerboard's affine coupling read -0.023 on seeds 0-5 (and on 0-11) and -0.005 on
     # 0-23 (standard error of the difference 0.008): the matched section takes 24 seeds.
     seeds = {
         "matched": [0] if args.quick else list(range(args.matched_seeds)),
